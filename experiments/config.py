@@ -1,0 +1,197 @@
+"""Typed experiment configs: dataclasses, strict YAML loading and `--set key=value` overrides.
+
+An `ExperimentConfig` is one results-table row. It is built from a YAML file under
+`experiments/configs/`; unknown keys are errors that name the key and the allowed ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the dataclasses (one line, names the key)."""
+
+
+@dataclass
+class DataConfig:
+    """Which records to read and how to turn them into TFRecords.
+
+    dataset: a `data_prep` adapter name; root: its folder, relative to --data-dir unless absolute.
+    split: "publisher" (the set's own train/val/test), "patient" (patient-wise, made with seed)
+    or "file" (read `split_file`). preprocess: the `tfrecords` preprocessing spec string.
+    """
+
+    dataset: str = "covid_qu_ex"
+    root: str = "cxr-covid-qu-ex"
+    extra: list[dict[str, str]] = field(default_factory=list)  # more (dataset, root) pairs to pool
+    split: str = "publisher"
+    split_file: str | None = None
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    preprocess: str = ""
+    image_size: int = 128
+    channels: int = 1
+    mask_names: list[str] = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)
+    label_map: dict[str, str] = field(default_factory=dict)  # e.g. Non-COVID -> NonCOVID
+    phantom: bool = False  # generate synthetic phantoms instead of reading `root`
+
+
+@dataclass
+class ModelConfig:
+    """task: "classification", "multilabel" or "segmentation". For classifiers `name` is a
+    `classification.models` name; for segmenters `name` is the decoder and `encoder` the backbone."""
+
+    task: str = "classification"
+    name: str = "mobilenetv2"
+    encoder: str | None = None
+    weights: str | None = None
+    num_classes: int = 1
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 16  # global batch; divided over replicas by the strategy
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    lr_schedule: str = "constant"
+    loss: str = "default"
+    early_stopping_patience: int = 10
+    fine_tune_epochs: int = 0
+    fine_tune_learning_rate: float = 1e-4
+    unfreeze_top_blocks: int = 0
+    class_weight: str | None = None
+    augment: dict[str, Any] = field(default_factory=dict)
+    steps_per_epoch: int | None = None
+
+
+@dataclass
+class EvalConfig:
+    threshold: str = "val"  # "val" (chosen on validation) or a fixed number as a string, e.g. "0.5"
+    bootstrap_resamples: int = 1000
+    published: list[str] = field(default_factory=list)  # keys into experiments/published.yaml
+
+
+@dataclass
+class RuntimeConfig:
+    strategy: str = "auto"
+    mixed_precision: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    """One results-table row. `paper` is the seed id (S0..S4, or "ours"), `row` its label there."""
+
+    name: str
+    paper: str
+    row: str
+    description: str = ""
+    pipeline: str | None = None  # a named composed pipeline in experiments.pipelines, if any
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainConfig = field(default_factory=TrainConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pipeline_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Converts a YAML value to `annotation`, recursing into dataclasses; raises ConfigError."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(annotation)
+        return [_convert(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Builds dataclass `cls` from a mapping, rejecting unknown keys by name."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required field is missing
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Applies `a.b.c=value` overrides (values parsed as YAML) to a nested mapping, in place."""
+    for override in overrides:
+        dotted, separator, raw = override.partition("=")
+        if not separator or not dotted:
+            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=2")
+        *parents, leaf = dotted.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {override!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+    """Reads one YAML config, applies overrides, and validates it against the dataclasses."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"{path}: cannot read YAML ({error})".replace("\n", " ")) from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    values.setdefault("name", path.stem)
+    apply_overrides(values, list(overrides))
+    try:
+        return from_dict(ExperimentConfig, values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
