@@ -1,0 +1,77 @@
+"""Run folders: one new folder per run, never overwritten, with a `latest` link and the run record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("tensorflow", "keras", "numpy", "nibabel", "opencv-python-headless", "pandas",
+            "tensorflow-datasets", "pyyaml")
+
+
+def new_run_dir(out_dir: Path, name: str) -> Path:
+    """Creates `out_dir/name/<UTC time>[-k]` (never an existing folder) and points `latest` at it."""
+    parent = out_dir / name
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for attempt in range(1000):
+        folder = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir()
+            break
+        except FileExistsError:
+            continue
+    link = parent / "latest"
+    temporary = parent / f".latest-{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(folder.name)
+    os.replace(temporary, link)
+    return folder
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Writes JSON atomically (temporary file in the same folder, then rename)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(payload, stream, indent=2, sort_keys=True, default=str)
+    os.replace(temporary, path)
+
+
+def git_commit(repo: Path = Path(__file__).resolve().parents[1]) -> str:
+    """The checked-out commit, with "+dirty" when the work tree has changes; "unknown" outside git."""
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def hardware(strategy_name: str, replicas: int) -> dict[str, Any]:
+    """What the run ran on; `summary` is the short form used in tables."""
+    import tensorflow as tf
+
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    cores = os.cpu_count() or 0
+    summary = f"{len(gpus)} GPU" if gpus else f"{cores} CPU cores"
+    return {"summary": f"{summary}, {strategy_name} x{replicas}", "cpu_cores": cores, "gpus": gpus,
+            "machine": platform.machine(), "strategy": strategy_name, "replicas": replicas}
