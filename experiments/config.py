@@ -155,7 +155,9 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+        )
     kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in values.items()}
     try:
         return cls(**kwargs)

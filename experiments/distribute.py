@@ -30,7 +30,9 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("multi_worker_mirrored needs TF_CONFIG (or run under Slurm and use tf_config_from_slurm)")
+            raise ValueError(
+                "multi_worker_mirrored needs TF_CONFIG (or run under Slurm and use tf_config_from_slurm)"
+            )
         patch_keras_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -102,9 +104,11 @@ def patch_keras_multi_worker() -> bool:
     def reduce_per_replica(values, strategy, reduction):
         if reduction in ("mean", "auto") and tf_trainer._collective_all_reduce_multi_worker(strategy):
             return tf.nest.map_structure(
-                lambda value: strategy.reduce("MEAN", value, axis=None)
-                if value.shape.rank == 0
-                else strategy.reduce("MEAN", value, axis=0),
+                lambda value: (
+                    strategy.reduce("MEAN", value, axis=None)
+                    if value.shape.rank == 0
+                    else strategy.reduce("MEAN", value, axis=0)
+                ),
                 values,
             )
         return original_reduce(values, strategy, reduction)
@@ -115,9 +119,11 @@ def patch_keras_multi_worker() -> bool:
         if iterator is not None:
             for _, _, batches in iterator:
                 data_batch = tf.nest.map_structure(
-                    lambda value: self.distribute_strategy.experimental_local_results(value)[0]
-                    if isinstance(value, tf.distribute.DistributedValues)
-                    else value,
+                    lambda value: (
+                        self.distribute_strategy.experimental_local_results(value)[0]
+                        if isinstance(value, tf.distribute.DistributedValues)
+                        else value
+                    ),
                     next(batches),
                 )
                 break

@@ -12,8 +12,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("tensorflow", "keras", "numpy", "nibabel", "opencv-python-headless", "pandas",
-            "tensorflow-datasets", "pyyaml")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = (
+    "tensorflow",
+    "keras",
+    "numpy",
+    "nibabel",
+    "opencv-python-headless",
+    "pandas",
+    "tensorflow-datasets",
+    "pyyaml",
+)
 
 
 def new_run_dir(out_dir: Path, name: str) -> Path:
@@ -44,13 +53,15 @@ def write_json(path: Path, payload: Any) -> None:
     os.replace(temporary, path)
 
 
-def git_commit(repo: Path = Path(__file__).resolve().parents[1]) -> str:
+def git_commit(repo: Path = REPO_ROOT) -> str:
     """The checked-out commit, with "+dirty" when the work tree has changes; "unknown" outside git."""
     try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
@@ -73,5 +84,11 @@ def hardware(strategy_name: str, replicas: int) -> dict[str, Any]:
     gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
     cores = os.cpu_count() or 0
     summary = f"{len(gpus)} GPU" if gpus else f"{cores} CPU cores"
-    return {"summary": f"{summary}, {strategy_name} x{replicas}", "cpu_cores": cores, "gpus": gpus,
-            "machine": platform.machine(), "strategy": strategy_name, "replicas": replicas}
+    return {
+        "summary": f"{summary}, {strategy_name} x{replicas}",
+        "cpu_cores": cores,
+        "gpus": gpus,
+        "machine": platform.machine(),
+        "strategy": strategy_name,
+        "replicas": replicas,
+    }

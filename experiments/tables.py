@@ -17,8 +17,21 @@ import pandas as pd
 import yaml
 
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
-COLUMNS = ["paper", "row", "metric", "ours", "ci_low", "ci_high", "published", "difference",
-           "published_split", "our_split", "data_scale", "hardware", "run"]
+COLUMNS = [
+    "paper",
+    "row",
+    "metric",
+    "ours",
+    "ci_low",
+    "ci_high",
+    "published",
+    "difference",
+    "published_split",
+    "our_split",
+    "data_scale",
+    "hardware",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -68,21 +81,23 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
             number = published[key]
             ours = summary.get(number.metric, {})
             value = ours.get("value")
-            rows.append({
-                "paper": number.paper if run["paper"] == "ours" else run["paper"],
-                "row": run["name"],
-                "metric": f"{number.metric} vs {key}",
-                "ours": value,
-                "ci_low": ours.get("low"),
-                "ci_high": ours.get("high"),
-                "published": number.value,
-                "difference": None if value is None else value - number.value,
-                "published_split": number.split,
-                "our_split": run.get("split_type", ""),
-                "data_scale": run.get("data_scale", ""),
-                "hardware": run.get("hardware", {}).get("summary", ""),
-                "run": str(folder),
-            })
+            rows.append(
+                {
+                    "paper": number.paper if run["paper"] == "ours" else run["paper"],
+                    "row": run["name"],
+                    "metric": f"{number.metric} vs {key}",
+                    "ours": value,
+                    "ci_low": ours.get("low"),
+                    "ci_high": ours.get("high"),
+                    "published": number.value,
+                    "difference": None if value is None else value - number.value,
+                    "published_split": number.split,
+                    "our_split": run.get("split_type", ""),
+                    "data_scale": run.get("data_scale", ""),
+                    "hardware": run.get("hardware", {}).get("summary", ""),
+                    "run": str(folder),
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -100,8 +115,12 @@ def _latex(frame: pd.DataFrame) -> str:
     def escape(cell: object) -> str:
         return str(cell).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
-    lines = [r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\hline",
-             " & ".join(escape(c) for c in frame.columns) + r" \\", r"\hline"]
+    lines = [
+        r"\begin{tabular}{" + "l" * len(frame.columns) + "}",
+        r"\hline",
+        " & ".join(escape(c) for c in frame.columns) + r" \\",
+        r"\hline",
+    ]
     lines += [" & ".join(escape(cell) for cell in row) + r" \\" for row in frame.itertuples(index=False)]
     return "\n".join([*lines, r"\hline", r"\end{tabular}"])
 
@@ -110,19 +129,23 @@ def format_table(table: pd.DataFrame, fmt: str = "md") -> str:
     """One table per paper, in Markdown, CSV or LaTeX."""
     if fmt == "csv":
         return table.to_csv(index=False)
-    shown = pd.DataFrame({
-        "row": table["row"],
-        "metric": table["metric"],
-        "ours (95% CI)": [
-            f"{_fmt(v)} ({_fmt(lo)}-{_fmt(hi)})" if lo is not None and not pd.isna(lo) else _fmt(v)
-            for v, lo, hi in zip(table["ours"], table["ci_low"], table["ci_high"], strict=True)
-        ],
-        "published": [_fmt(v) for v in table["published"]],
-        "difference": [_fmt(v) for v in table["difference"]],
-        "split (ours / published)": [f"{a} / {b}" for a, b in zip(table["our_split"], table["published_split"], strict=True)],
-        "data": table["data_scale"],
-        "hardware": table["hardware"],
-    })
+    shown = pd.DataFrame(
+        {
+            "row": table["row"],
+            "metric": table["metric"],
+            "ours (95% CI)": [
+                f"{_fmt(v)} ({_fmt(lo)}-{_fmt(hi)})" if lo is not None and not pd.isna(lo) else _fmt(v)
+                for v, lo, hi in zip(table["ours"], table["ci_low"], table["ci_high"], strict=True)
+            ],
+            "published": [_fmt(v) for v in table["published"]],
+            "difference": [_fmt(v) for v in table["difference"]],
+            "split (ours / published)": [
+                f"{a} / {b}" for a, b in zip(table["our_split"], table["published_split"], strict=True)
+            ],
+            "data": table["data_scale"],
+            "hardware": table["hardware"],
+        }
+    )
     parts = []
     for paper in sorted(table["paper"].unique()):
         section = shown[table["paper"] == paper]
@@ -140,11 +163,15 @@ def plot_table(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{row}\n{metric.split(' vs ')[0]}" for row, metric in zip(table["row"], table["metric"], strict=True)]
+    labels = [
+        f"{row}\n{metric.split(' vs ')[0]}" for row, metric in zip(table["row"], table["metric"], strict=True)
+    ]
     positions = range(len(table))
     ours = table["ours"].fillna(0.0).to_numpy(float)
-    errors = [ours - table["ci_low"].fillna(table["ours"]).fillna(0.0).to_numpy(float),
-              table["ci_high"].fillna(table["ours"]).fillna(0.0).to_numpy(float) - ours]
+    errors = [
+        ours - table["ci_low"].fillna(table["ours"]).fillna(0.0).to_numpy(float),
+        table["ci_high"].fillna(table["ours"]).fillna(0.0).to_numpy(float) - ours,
+    ]
     figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(table)), 4))
     axis.bar([p - 0.2 for p in positions], ours, width=0.4, yerr=errors, label="ours (95% CI)")
     axis.bar([p + 0.2 for p in positions], table["published"], width=0.4, label="published")

@@ -73,8 +73,13 @@ MIRRORED_VS_ONE_DEVICE = textwrap.dedent(
 
 def test_mirrored_over_two_logical_cpus_matches_one_device():
     script = MIRRORED_VS_ONE_DEVICE.format(repo=str(REPO_ROOT))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                            env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     words = result.stdout.split()
     assert words[words.index("REPLICAS") + 1] == "2"

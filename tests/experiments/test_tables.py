@@ -9,11 +9,22 @@ from experiments.tables import build_table, format_table, load_published, plot_t
 def make_run(root: Path, name: str, started: str, dice: float, published: list[str]) -> Path:
     folder = root / name / started
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps({
-        "name": name, "paper": "S3", "started": started, "published": published,
-        "split_type": "volume-wise", "data_scale": "subset", "hardware": {"summary": "2 CPU cores"},
-    }))
-    (folder / "summary.json").write_text(json.dumps({"dice_per_image": {"value": dice, "low": dice - 0.1, "high": dice + 0.1}}))
+    (folder / "run.json").write_text(
+        json.dumps(
+            {
+                "name": name,
+                "paper": "S3",
+                "started": started,
+                "published": published,
+                "split_type": "volume-wise",
+                "data_scale": "subset",
+                "hardware": {"summary": "2 CPU cores"},
+            }
+        )
+    )
+    (folder / "summary.json").write_text(
+        json.dumps({"dice_per_image": {"value": dice, "low": dice - 0.1, "high": dice + 0.1}})
+    )
     return folder
 
 
@@ -34,7 +45,10 @@ def test_table_uses_the_newest_run_and_computes_the_difference(tmp_path):
     assert table.loc[0, "difference"] == pytest.approx(0.50 - 0.867)
     markdown = format_table(table, "md")
     assert "### S3" in markdown
-    assert "| s3_unet_infection_zenodo | dice_per_image vs s3_infection_dice | 0.500 (0.400-0.600) | 0.867 | -0.367 |" in markdown
+    assert (
+        "| s3_unet_infection_zenodo | dice_per_image vs s3_infection_dice | 0.500 (0.400-0.600) | 0.867 | -0.367 |"
+        in markdown
+    )
     assert format_table(table, "csv").splitlines()[0].startswith("paper,row,metric,ours")
     assert "\\begin{tabular}" in format_table(table, "latex")
     plot_table(table, tmp_path / "comparison.png")
