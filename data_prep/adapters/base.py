@@ -28,6 +28,9 @@ class DatasetAdapter(abc.ABC):
     patient_ids: ClassVar[str] = "none"  # one of records.PATIENT_ID_KINDS
     homepage: ClassVar[str] = ""
     citation: ClassVar[str] = ""
+    orientation: ClassVar[str] = ""  # how 2D images are oriented, in words, where known
+    # mask name -> the labels whose records must have it non-empty (None: every record); for `inspect`.
+    expected_nonempty: ClassVar[dict[str, tuple[str, ...] | None]] = {}
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -63,6 +66,7 @@ def dataset_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def open_dataset(name: str, root: str | Path) -> DatasetAdapter:
-    return get_adapter(name)(root)
+def open_dataset(name: str, root: str | Path, **options: object) -> DatasetAdapter:
+    """The adapter `name` on `root`; `options` go to its constructor (e.g. `part` for covid_qu_ex)."""
+    return get_adapter(name)(root, **options)
 
