@@ -16,6 +16,9 @@ from typing import Any
 import yaml
 
 
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
 class ConfigError(ValueError):
     """A config file or override that does not match the dataclasses (one line, names the key)."""
 
@@ -84,6 +87,8 @@ class EvalConfig:
 
 @dataclass
 class RuntimeConfig:
+    """strategy: one of STRATEGIES; mixed_precision: None, "mixed_bfloat16" or "mixed_float16"."""
+
     strategy: str = "auto"
     mixed_precision: str | None = None
     seed: int = 0

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+from experiments.config import STRATEGIES
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:

@@ -1,0 +1,123 @@
+"""`python -m experiments list | run NAME | table | report VOLUME | pretrain`.
+
+Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
+file and the problem, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from data_prep.errors import DataError
+from experiments.config import STRATEGIES, ConfigError
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every named experiment with its paper and row")
+
+    run = commands.add_parser("run", help="run one named experiment (one results-table row)")
+    run.add_argument("name", help="an experiment name from `list`, or a YAML file")
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help=f"root of the datasets (default: $COVID_DATA_DIR or {DEFAULT_DATA_DIR})")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: ./runs)")
+    run.add_argument("--strategy", choices=STRATEGIES, default=None, help="overrides runtime.strategy")
+    run.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
+                     help="mixed precision policy (default when given: mixed_bfloat16)")
+    run.add_argument("--resume", action="store_true", help="continue the latest run of this experiment")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config value, e.g. --set training.epochs=2 (repeatable)")
+
+    table = commands.add_parser("table", help="results tables from run folders beside the published numbers")
+    table.add_argument("--runs", type=Path, default=Path("runs"))
+    table.add_argument("--format", choices=("md", "csv", "latex"), default="md")
+    table.add_argument("--plot", type=Path, default=None, help="also write a comparison plot (PNG)")
+
+    report = commands.add_parser("report", help="lung and infection report of a CT volume (NIfTI)")
+    report.add_argument("volume", type=Path)
+    report.add_argument("--lung-model", type=Path, required=True)
+    report.add_argument("--infection-model", type=Path, default=None)
+    report.add_argument("--stream-model", action="append", default=[], metavar="NAME=MODEL.keras",
+                        help="per-manifestation stream model, e.g. ggo=ggo.keras (repeatable)")
+    report.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _list() -> int:
+    from experiments.registry import get_experiment, list_experiments
+
+    configs = [get_experiment(name) for name in list_experiments()]
+    print("\n".join(f"{config.name:40s} {config.paper:8s} {config.row}" for config in configs))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from experiments.runner import run_experiment
+
+    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    run_dir = run_experiment(args.name, data_dir=data_dir, out_dir=args.out, overrides=args.overrides,
+                             strategy=args.strategy, mixed_precision=args.mixed_precision, resume=args.resume)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _table(args: argparse.Namespace) -> int:
+    from experiments.tables import build_table, format_table, plot_table
+
+    table = build_table(args.runs)
+    if table.empty:
+        raise DataError(args.runs, "no complete run folders (with run.json and summary.json) found")
+    print(format_table(table, args.format), end="")
+    if args.plot:
+        plot_table(table, args.plot)
+    return 0
+
+
+def _load_model(path: Path):
+    import keras
+
+    if not path.is_file():
+        raise DataError(path, "model file not found")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises several types for unreadable files
+        raise DataError(path, f"not a loadable .keras model ({type(error).__name__}: {error})") from error
+
+
+def _report(args: argparse.Namespace) -> int:
+    from experiments.pipelines.report import write_report
+
+    streams = {}
+    for item in args.stream_model:
+        name, separator, path = item.partition("=")
+        if not separator:
+            raise DataError(item, "expected NAME=MODEL.keras for --stream-model")
+        streams[name] = _load_model(Path(path))
+    infection = _load_model(args.infection_model) if args.infection_model else None
+    summary = write_report(args.volume, args.out, _load_model(args.lung_model), infection, streams or None)
+    print(f"{args.volume}: lungs {summary['lung_volume_ml']:.1f} mL, infection {summary['infection_volume_ml']:.1f} mL "
+          f"({summary['infected_percent']:.1f}%), grade {summary['grade']}; written to {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"list": lambda: _list(), "run": lambda: _run(args), "table": lambda: _table(args),
+                "report": lambda: _report(args)}
+    try:
+        return handlers[args.command]()
+    except (DataError, ConfigError, KeyError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
