@@ -20,7 +20,7 @@ import pandas as pd
 
 from data_prep import phantoms
 from data_prep.adapters import open_dataset
-from data_prep.splits import patient_split, save_split
+from data_prep.splits import load_split, patient_split, save_split
 from experiments.config import DataConfig
 from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest
 from tfrecords.writer import write_dataset
@@ -85,7 +85,7 @@ def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFr
     if data.split == "file":
         if not data.split_file:
             raise ValueError("data.split is 'file' but data.split_file is not set")
-        return pd.read_csv(data.split_file), "file"
+        return load_split(data.split_file), "file"
     rows = _rows(adapter)
     present = set(rows["publisher"].dropna())
     if data.split == "patient" or (data.split == "publisher" and not present):
