@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from common.training import TrainingConfig
+
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -25,16 +27,21 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Which records to read and how to turn them into TFRecords.
+    """Which records to read, how to store them as TFRecords, and how to feed them.
 
     dataset: a `data_prep` adapter name; root: its folder, relative to --data-dir unless absolute.
-    split: "publisher" (the set's own train/val/test), "patient" (patient-wise, made with seed)
-    or "file" (read `split_file`). preprocess: the `tfrecords` preprocessing spec string.
+    extra: more {dataset, root} sources pooled with the first (e.g. CT + X-ray for S0).
+    split: "publisher" (the set's own splits), "patient" (patient-wise, seeded) or "file" (`split_file`).
+    preprocess: the `tfrecords` preprocessing spec, e.g. "window=lung,clahe"; image_size: pixels (square).
+    batch_size: per replica; the runner multiplies it by the number of replicas (the global batch).
+    label_names / label_map: the run's classes and how source labels map onto them.
+    augment: `tfrecords.augment.AugmentConfig` fields; empty = no augmentation.
+    phantom: read synthetic phantoms generated in the dataset's layout instead of `root`.
     """
 
     dataset: str = "covid_qu_ex"
     root: str = "cxr-covid-qu-ex"
-    extra: list[dict[str, str]] = field(default_factory=list)  # more (dataset, root) pairs to pool
+    extra: list[dict[str, str]] = field(default_factory=list)
     split: str = "publisher"
     split_file: str | None = None
     val_fraction: float = 0.15
@@ -42,40 +49,31 @@ class DataConfig:
     preprocess: str = ""
     image_size: int = 128
     channels: int = 1
+    batch_size: int = 8
+    augment: dict[str, Any] = field(default_factory=dict)
     mask_names: list[str] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)
-    label_map: dict[str, str] = field(default_factory=dict)  # e.g. Non-COVID -> NonCOVID
-    phantom: bool = False  # generate synthetic phantoms instead of reading `root`
+    label_map: dict[str, str] = field(default_factory=dict)
+    phantom: bool = False
 
 
 @dataclass
 class ModelConfig:
-    """task: "classification", "multilabel" or "segmentation". For classifiers `name` is a
-    `classification.models` name; for segmenters `name` is the decoder and `encoder` the backbone."""
+    """task: "binary", "multiclass", "multilabel" or "segmentation".
 
-    task: str = "classification"
+    Classifiers: `name` is a `classification.models` name. Segmenters: `name` is the decoder, `encoder`
+    the backbone, `multiclass` a softmax over background + masks (else one sigmoid per mask).
+    weights: None, "imagenet" or a weights file; loss: a `segmentation.losses` name (segmenters);
+    options: extra keyword options of the model builder.
+    """
+
+    task: str = "binary"
     name: str = "mobilenetv2"
     encoder: str | None = None
     weights: str | None = None
-    num_classes: int = 1
+    multiclass: bool = False
+    loss: str = "bce_dice"
     options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 16  # global batch; divided over replicas by the strategy
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"
-    loss: str = "default"
-    early_stopping_patience: int = 10
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-4
-    unfreeze_top_blocks: int = 0
-    class_weight: str | None = None
-    augment: dict[str, Any] = field(default_factory=dict)
-    steps_per_epoch: int | None = None
 
 
 @dataclass
@@ -105,7 +103,7 @@ class ExperimentConfig:
     pipeline: str | None = None  # a named composed pipeline in experiments.pipelines, if any
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainConfig = field(default_factory=TrainConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pipeline_options: dict[str, Any] = field(default_factory=dict)

@@ -27,7 +27,7 @@ def test_every_config_validates_and_names_known_published_numbers(name):
     config = get_experiment(name)
     assert isinstance(config, ExperimentConfig)
     assert config.name == name
-    assert config.model.task in ("classification", "multilabel", "segmentation")
+    assert config.model.task in ("binary", "multiclass", "multilabel", "segmentation")
     assert set(config.evaluation.published) <= set(load_published())
 
 
