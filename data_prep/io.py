@@ -9,6 +9,9 @@ posterior to anterior, axis 2 from inferior to superior. `to_display` turns an a
 `volume[:, :, k]` of such a volume into the radiological display orientation the 2D records use
 (anterior at the top, the patient's right on the image's left); `from_display` undoes it exactly, and
 `write_nifti_like` writes a canonical array back in the voxel order and affine of the file it came from.
+
+The module also holds the checks and conversions the CT adapters share: label-mask values, mask/image
+shapes, intensity kinds, and cutting a `Volume` into display-oriented slice `Record`s.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def _apply_scaling(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
     """Applies NIfTI scl_slope / scl_inter unless they are the identity, keeping integers integral where possible."""
     if slope == 1.0 and inter == 0.0:
         return raw
-    if np.issubdtype(raw.dtype, np.integer) and float(slope).is_integer() and float(inter).is_integer():
+    if np.issubdtype(raw.dtype, np.integer) and slope.is_integer() and inter.is_integer():
         scaled = raw.astype(np.int64) * int(slope) + int(inter)
         fits_int16 = scaled.size == 0 or (_INT16.min <= scaled.min() and scaled.max() <= _INT16.max)
         return scaled.astype(np.int16 if fits_int16 else np.int32)
@@ -78,17 +81,14 @@ def read_nifti(path: str | Path) -> NiftiScan:
     _require_file(path)
     try:
         image = nib.load(path)
-        raw = np.asanyarray(image.dataobj.get_unscaled())
-        slope, inter = (
-            float(image.dataobj.slope),
-            float(image.dataobj.inter),
-        )  # the header's are reset on load
+        proxy = image.dataobj  # nibabel moves scl_slope / scl_inter from the header to the proxy on load
+        raw = np.asanyarray(proxy.get_unscaled())
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
         raise DataError(path, f"truncated or corrupt NIfTI ({error})") from error
     if raw.ndim < 3:
         raise DataError(path, f"NIfTI has {raw.ndim} dimensions, shape {raw.shape}; expected a 3D volume")
     ornt = orientations.io_orientation(image.affine)
-    array = orientations.apply_orientation(_apply_scaling(raw, slope, inter), ornt)
+    array = orientations.apply_orientation(_apply_scaling(raw, float(proxy.slope), float(proxy.inter)), ornt)
     affine = image.affine @ orientations.inv_ornt_aff(ornt, raw.shape)
     spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     return NiftiScan(
@@ -133,10 +133,13 @@ def to_source_orientation(canonical: np.ndarray, source_affine: np.ndarray) -> n
 
 
 def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> None:
-    """Writes `array` with `affine` (qform and sform, code 1) to a `.nii` / `.nii.gz` file, atomically."""
+    """Writes `array` with `affine` (qform and sform, code 1) to a `.nii` / `.nii.gz` file, atomically.
+
+    A bool array (a predicted mask) is stored as uint8 {0, 1}; NIfTI has no boolean type.
+    """
     path = Path(path)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    image = nib.Nifti1Image(array, affine)
+    image = nib.Nifti1Image(array.astype(np.uint8) if array.dtype == np.bool_ else array, affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)

@@ -13,7 +13,8 @@ Two layouts are recognised under the root:
   README): the parts of each block are stitched in numeric part order into one volume per inferred block
   (patient id = block). `vol[:, :, k]` there is the source PNG in display orientation; Radiopaedia (`RP*`)
   blocks are stored upside down and are flipped (`np.flip(vol, axis=0)`) to match the coronacases ones.
-  uint8 "display" values (CLAHE-enhanced), spacing unknown (placeholder affine).
+  uint8 "display" values (CLAHE-enhanced), spacing unknown (placeholder affine). `Record.path` is the
+  block's part pattern `ct/<block>_part*.nii.gz`.
 
 `records()` yields the axial slices of every volume in display orientation, keyed `<volume>/<slice:04d>`,
 with masks "lung" and "infection" and the label "infection" when the slice's infection mask is non-empty.
