@@ -28,7 +28,7 @@ class DatasetAdapter(abc.ABC):
     patient_ids: ClassVar[str] = "none"  # one of records.PATIENT_ID_KINDS
     homepage: ClassVar[str] = ""
     citation: ClassVar[str] = ""
-    orientation: ClassVar[str] = ""  # how 2D images are oriented, in words, where known
+    orientation: ClassVar[str | None] = None  # how 2D images are oriented, in words, where known
     # mask name -> the labels whose records must have it non-empty (None: every record); for `inspect`.
     expected_nonempty: ClassVar[dict[str, tuple[str, ...] | None]] = {}
 

@@ -237,7 +237,8 @@ def test_lidc_phantom_read_by_the_real_adapter(phantom_root):
 
 
 @pytest.mark.parametrize(
-    "kind, adapter", [("zenodo", ZenodoCovidCtSeg), ("medseg", MedSegCovidCt), ("lidc", LidcNoduleSlices)]
+    "kind, adapter",
+    [("zenodo", ZenodoCovidCtSeg), ("medseg", MedSegCovidCt), ("lidc", LidcNoduleSlices), ("covid_qu_ex", CovidQuEx)],
 )
 def test_phantom_records_are_marked_synthetic(phantom_root, kind, adapter):
     # the adapters set Record.synthetic from the SYNTHETIC.txt marker (phantoms.is_synthetic)
