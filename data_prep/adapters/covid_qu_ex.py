@@ -59,6 +59,7 @@ class CovidQuEx(DatasetAdapter):
     label_names = CLASSES
     mask_names = ("lung", "infection")
     patient_ids = "none"
+    orientation = "frontal chest X-ray as distributed (patient right on the image left)"
     homepage = "https://www.kaggle.com/datasets/anasmohammedtahir/covidqu"
     citation = (
         "A. M. Tahir et al., COVID-19 infection localization and severity grading from chest X-ray images, "

@@ -85,6 +85,7 @@ class MedSegCovidCt(DatasetAdapter):
     label_names = MANIFESTATIONS
     mask_names = ("infection", "ggo", "consolidation", "effusion", "lung")
     patient_ids = "none"
+    orientation = "axial display: anterior up, patient right on the image left (Inf-Net slices transposed)"
     homepage = "https://medicalsegmentation.com/covid19/"
     citation = (
         "MedSeg, COVID-19 CT segmentation dataset (images: Italian Society of Medical and Interventional "

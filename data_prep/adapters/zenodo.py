@@ -83,6 +83,7 @@ class ZenodoCovidCtSeg(DatasetAdapter):
     label_names = ("infection",)
     mask_names = ("lung", "infection")
     patient_ids = "inferred"  # "real" for the published 20-case layout, set per instance
+    orientation = "axial display: anterior up, patient right on the image left (RP blocks flipped)"
     homepage = "https://zenodo.org/records/3757476"
     citation = (
         "Ma J. et al., COVID-19 CT Lung and Infection Segmentation Dataset, Zenodo, 2020, "
