@@ -23,15 +23,30 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one named experiment (one results-table row)")
     run.add_argument("name", help="an experiment name from `list`, or a YAML file")
-    run.add_argument("--data-dir", type=Path, default=None,
-                     help=f"root of the datasets (default: $COVID_DATA_DIR or {DEFAULT_DATA_DIR})")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"root of the datasets (default: $COVID_DATA_DIR or {DEFAULT_DATA_DIR})",
+    )
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: ./runs)")
     run.add_argument("--strategy", choices=STRATEGIES, default=None, help="overrides runtime.strategy")
-    run.add_argument("--mixed-precision", nargs="?", const="mixed_bfloat16", default=None,
-                     help="mixed precision policy (default when given: mixed_bfloat16)")
+    run.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="mixed_bfloat16",
+        default=None,
+        help="mixed precision policy (default when given: mixed_bfloat16)",
+    )
     run.add_argument("--resume", action="store_true", help="continue the latest run of this experiment")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config value, e.g. --set training.epochs=2 (repeatable)")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set training.epochs=2 (repeatable)",
+    )
 
     table = commands.add_parser("table", help="results tables from run folders beside the published numbers")
     table.add_argument("--runs", type=Path, default=Path("runs"))
@@ -42,8 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("volume", type=Path)
     report.add_argument("--lung-model", type=Path, required=True)
     report.add_argument("--infection-model", type=Path, default=None)
-    report.add_argument("--stream-model", action="append", default=[], metavar="NAME=MODEL.keras",
-                        help="per-manifestation stream model, e.g. ggo=ggo.keras (repeatable)")
+    report.add_argument(
+        "--stream-model",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL.keras",
+        help="per-manifestation stream model, e.g. ggo=ggo.keras (repeatable)",
+    )
     report.add_argument("--out", type=Path, required=True)
     return parser
 
@@ -62,8 +82,15 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.runner import run_experiment
 
     data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
-    run_dir = run_experiment(args.name, data_dir=data_dir, out_dir=args.out, overrides=args.overrides,
-                             strategy=args.strategy, mixed_precision=args.mixed_precision, resume=args.resume)
+    run_dir = run_experiment(
+        args.name,
+        data_dir=data_dir,
+        out_dir=args.out,
+        overrides=args.overrides,
+        strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
+        resume=args.resume,
+    )
     print(f"run folder: {run_dir}")
     return 0
 
@@ -102,15 +129,21 @@ def _report(args: argparse.Namespace) -> int:
         streams[name] = _load_model(Path(path))
     infection = _load_model(args.infection_model) if args.infection_model else None
     summary = write_report(args.volume, args.out, _load_model(args.lung_model), infection, streams or None)
-    print(f"{args.volume}: lungs {summary['lung_volume_ml']:.1f} mL, infection {summary['infection_volume_ml']:.1f} mL "
-          f"({summary['infected_percent']:.1f}%), grade {summary['grade']}; written to {args.out}")
+    print(
+        f"{args.volume}: lungs {summary['lung_volume_ml']:.1f} mL, infection {summary['infection_volume_ml']:.1f} mL "
+        f"({summary['infected_percent']:.1f}%), grade {summary['grade']}; written to {args.out}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"list": lambda: _list(), "run": lambda: _run(args), "table": lambda: _table(args),
-                "report": lambda: _report(args)}
+    handlers = {
+        "list": lambda: _list(),
+        "run": lambda: _run(args),
+        "table": lambda: _table(args),
+        "report": lambda: _report(args),
+    }
     try:
         return handlers[args.command]()
     except (DataError, ConfigError, KeyError, FileNotFoundError) as error:
