@@ -17,7 +17,6 @@ import yaml
 
 from common.training import TrainingConfig
 
-
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
