@@ -31,14 +31,15 @@ from tqdm import tqdm
 
 from data_prep.errors import DataError
 from data_prep.io import from_display, to_display, write_nifti
+from data_prep.preprocess import window_hu
 
-KINDS = ("zenodo", "medseg", "covid_qu_ex", "lidc")
+KINDS = ("zenodo", "medseg", "covid_qu_ex", "lidc", "image_folder")
 MARKER_FILE = "SYNTHETIC.txt"
 TRUTH_FILE = "phantom_truth.json"
 XRAY_CLASSES = ("COVID-19", "Non-COVID", "Normal")
 FIELD_OF_VIEW_MM = 360.0  # in-plane extent of a CT phantom of any size
 CRANIOCAUDAL_MM = 300.0  # extent covered by a CT phantom's slices
-DEFAULT_SIZES = {"zenodo": 128, "medseg": 128, "covid_qu_ex": 256, "lidc": 128}
+DEFAULT_SIZES = {"zenodo": 128, "medseg": 128, "covid_qu_ex": 256, "lidc": 128, "image_folder": 128}
 
 HU = {
     "air": -1000,
@@ -521,6 +522,30 @@ def write_covid_qu_ex(root: Path, seed: int, n_cases: int, size: int, progress: 
     return truth
 
 
+def write_image_folder(
+    root: Path, seed: int, n_cases: int, size: int, slices: int, progress: bool = False
+) -> dict:
+    """CT classification layout (one folder per class, as the shared CT set): `COVID/` holds lung-window
+    PNG slices with lesions and `NonCOVID/` slices without, from 2n phantom volumes (even cases give
+    COVID slices, odd cases lesion-free ones); `files.csv` gives each phantom volume as the patient."""
+    truth, rows = {}, ["file,label,source_group,ucsd_patient_id"]
+    for case in tqdm(range(2 * n_cases), desc="image_folder phantoms", disable=not progress):
+        phantom = ct_volume(seed, size, slices, 2000 + case)
+        covid = case % 2 == 0
+        label = "COVID" if covid else "NonCOVID"
+        lesion_slices = set(np.flatnonzero(phantom.labels.any(axis=(0, 1))).tolist())
+        lung_slices = np.flatnonzero(phantom.lung.any(axis=(0, 1)))
+        chosen = [k for k in lung_slices if (k in lesion_slices) == covid][:4]
+        for k in chosen:
+            name = f"phantom_{case + 1:03d}_{k:03d}.png"
+            image = window_hu(to_display(phantom.hu[:, :, k]), preset="lung")
+            _write_png(root / label / name, image)
+            rows.append(f"{label}/{name},{label},phantom,{case + 1}")
+        truth[f"case_{case + 1:03d}"] = {"label": label, "slices": [int(k) for k in chosen]}
+    (root / "files.csv").write_text("\n".join(rows) + "\n")
+    return truth
+
+
 def _lidc_slice_image(hu_slice: np.ndarray, lung_slice: np.ndarray) -> np.ndarray:
     """The LIDC-IDRI-Preprocessing look: (HU + 850) / 300 inside the lungs (parenchyma ~0, vessels and
     nodules ~3), 0 outside; float32."""
@@ -582,7 +607,12 @@ def _write_kind(
     """Runs the writer of one kind into `root`; returns its truth record."""
     if kind == "covid_qu_ex":
         return write_covid_qu_ex(root, seed, n_cases, size, progress)
-    writer = {"zenodo": write_zenodo, "medseg": write_medseg, "lidc": write_lidc}[kind]
+    writer = {
+        "zenodo": write_zenodo,
+        "medseg": write_medseg,
+        "lidc": write_lidc,
+        "image_folder": write_image_folder,
+    }[kind]
     return writer(root, seed, n_cases, size, slices, progress)
 
 

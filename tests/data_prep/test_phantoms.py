@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from data_prep import phantoms
 from data_prep.adapters.covid_qu_ex import CovidQuEx
+from data_prep.adapters.image_folder import ImageFolder
 from data_prep.adapters.lidc import LidcNoduleSlices
 from data_prep.adapters.medseg import MedSegCovidCt
 from data_prep.adapters.zenodo import ZenodoCovidCtSeg
@@ -238,8 +239,30 @@ def test_lidc_phantom_read_by_the_real_adapter(phantom_root):
 
 @pytest.mark.parametrize(
     "kind, adapter",
-    [("zenodo", ZenodoCovidCtSeg), ("medseg", MedSegCovidCt), ("lidc", LidcNoduleSlices), ("covid_qu_ex", CovidQuEx)],
+    [
+        ("zenodo", ZenodoCovidCtSeg),
+        ("medseg", MedSegCovidCt),
+        ("lidc", LidcNoduleSlices),
+        ("covid_qu_ex", CovidQuEx),
+        ("image_folder", ImageFolder),
+    ],
 )
 def test_phantom_records_are_marked_synthetic(phantom_root, kind, adapter):
     # the adapters set Record.synthetic from the SYNTHETIC.txt marker (phantoms.is_synthetic)
     assert all(record.synthetic for record in adapter(phantom_root / kind).records())
+
+
+def test_image_folder_phantoms_split_classes_by_lesion_presence(phantom_root):
+    records = list(ImageFolder(phantom_root / "image_folder").records())
+    truth = json.loads((phantom_root / "image_folder" / phantoms.TRUTH_FILE).read_text())["cases"]
+    assert {r.labels[0] for r in records} == {"COVID", "NonCOVID"}
+    for record in records:
+        case = record.key.split("/")[1][len("phantom_") : len("phantom_") + 3]
+        assert truth[f"case_{case}"]["label"] == record.labels[0]
+        assert record.patient_id.endswith(f":{int(case)}")
+        assert record.image.dtype == np.uint8
+    # every phantom volume is one patient, and its slices share one class
+    by_patient = {}
+    for record in records:
+        by_patient.setdefault(record.patient_id, set()).add(record.labels[0])
+    assert all(len(labels) == 1 for labels in by_patient.values())
