@@ -26,7 +26,7 @@ from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest
 from tfrecords.writer import write_dataset
 
 COLUMNS = ["key", "patient_id", "label", "group_kind", "split"]
-PHANTOM_KIND = {"zenodo": "zenodo", "medseg": "medseg", "covid_qu_ex": "covid_qu_ex", "lidc": "lidc"}
+PHANTOM_KINDS = ("zenodo", "medseg", "covid_qu_ex", "lidc", "image_folder")
 
 
 @dataclass(frozen=True)
@@ -42,40 +42,45 @@ def dataset_root(dataset: str, root: str, data_dir: Path, cache_dir: Path, phant
     """The folder to read: `data_dir/root`, or synthetic phantoms generated (once) into the cache."""
     if not phantom:
         return Path(root) if Path(root).is_absolute() else data_dir / root
-    if dataset not in PHANTOM_KIND:
+    if dataset not in PHANTOM_KINDS:
         raise ValueError(
-            f"no synthetic phantoms for dataset {dataset!r}; available: {', '.join(PHANTOM_KIND)}"
+            f"no synthetic phantoms for dataset {dataset!r}; available: {', '.join(PHANTOM_KINDS)}"
         )
     out = cache_dir / f"phantoms-seed{seed}"
-    kind_root = out / PHANTOM_KIND[dataset]
+    kind_root = out / dataset
     if not kind_root.is_dir():
-        phantoms.generate(out, kinds=(PHANTOM_KIND[dataset],), n_cases=4, seed=seed)
+        phantoms.generate(out, kinds=(dataset,), n_cases=4, seed=seed)
     return kind_root
 
 
 def _rows(adapter) -> pd.DataFrame:
+    """One row per record: key, group id (the patient id, else the volume id), label, publisher split,
+    and the kind of the group id ("patient" or "inferred")."""
+    patient_kind = "inferred" if adapter.patient_ids == "inferred" else "patient"
     return pd.DataFrame(
-        [(r.key, r.patient_id, "+".join(r.labels) or "none", r.split) for r in adapter.records()],
-        columns=["key", "patient_id", "label", "publisher"],
+        [
+            (
+                r.key,
+                r.patient_id or r.volume_id,
+                "+".join(r.labels) or "none",
+                r.split,
+                patient_kind if r.patient_id else "inferred",
+            )
+            for r in adapter.records()
+        ],
+        columns=["key", "patient_id", "label", "publisher", "kind"],
     )
 
 
-def _carve_val(train: pd.DataFrame, fraction: float, seed: int, id_kind: str) -> pd.DataFrame:
-    """Patient-wise train/val cut of publisher train rows."""
-    table = patient_split(
-        train[["key", "patient_id", "label"]].itertuples(index=False),
-        val=fraction,
-        test=0.0,
-        seed=seed,
-        id_kind=id_kind,
-    )
-    return table[COLUMNS]
+def _split(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
+    """Patient-wise (group-wise) stratified split of `_rows` output."""
+    grouped = rows[["key", "patient_id", "label", "kind"]].itertuples(index=False)
+    return patient_split(grouped, val=val, test=test, seed=seed)[COLUMNS]
 
 
 def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFrame | None, str]:
     """(split table or None to use the publisher's splits as they are, the split type in words)."""
     adapter = open_dataset(data.dataset, root)
-    id_kind = "inferred" if adapter.patient_ids == "inferred" else "patient"
     grouping = {
         "real": "patient-wise",
         "partial": "partly patient-wise",
@@ -87,16 +92,11 @@ def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFr
             raise ValueError("data.split is 'file' but data.split_file is not set")
         return load_split(data.split_file), "file"
     rows = _rows(adapter)
+    if rows["patient_id"].notna().any() and adapter.patient_ids == "none":
+        grouping = "volume-wise"  # no patient ids, but slices of one volume are kept together
     present = set(rows["publisher"].dropna())
     if data.split == "patient" or (data.split == "publisher" and not present):
-        table = patient_split(
-            rows[["key", "patient_id", "label"]].itertuples(index=False),
-            val=data.val_fraction,
-            test=data.test_fraction,
-            seed=seed,
-            id_kind=id_kind,
-        )
-        return table[COLUMNS], grouping
+        return _split(rows, data.val_fraction, data.test_fraction, seed), grouping
     if data.split != "publisher":
         raise ValueError(f"data.split must be publisher, patient or file; got {data.split!r}")
     if {"train", "val", "test"} <= present:
@@ -105,8 +105,10 @@ def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFr
         raise ValueError(f"{root}: publisher splits {sorted(present)} need train plus val or test")
     test_name = "test" if "test" in present else "val"
     test = rows[rows["publisher"] == test_name].assign(split="test")
-    test["group_kind"] = [id_kind if pid else "image" for pid in test["patient_id"]]
-    train_val = _carve_val(rows[rows["publisher"] == "train"], data.val_fraction, seed, id_kind)
+    test["group_kind"] = [
+        kind if pid else "image" for pid, kind in zip(test["patient_id"], test["kind"], strict=True)
+    ]
+    train_val = _split(rows[rows["publisher"] == "train"], data.val_fraction, 0.0, seed)
     table = pd.concat([train_val, test[COLUMNS]], ignore_index=True)
     return table, f"publisher {test_name} as test, val carved from train ({grouping})"
 

@@ -5,17 +5,38 @@ reaches that manifestation's threshold (chosen on validation). The combiner merg
 one label map with a stated overlap rule: a pixel takes the manifestation whose stream probability
 is highest among the streams at or above their pixel threshold; ties go to the earlier manifestation
 in `MANIFESTATION_ORDER`; a pixel no stream claims is background (0).
+
+`run` is the row `s0_streams`: it trains one binary segmenter per manifestation of `data.mask_names`,
+one multi-class model over the same masks (the baseline) and the multi-label recogniser
+(`pipeline_options.recogniser`: name, epochs, learning_rate, weights, options, min_pixels) whose
+per-class gate thresholds are chosen on validation. On the test split it runs the gated and the
+ungated streams on the same images and writes `streams.json` and `per_image.csv`: wall time and
+counted FLOPs of both, and Dice / mIoU of the gated streams against the single model (see DEFINITIONS).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
+import pandas as pd
 
+from classification.train import train_classifier
+from common.bootstrap import bootstrap_cis
+from experiments.config import ExperimentConfig
+from experiments.data import PreparedData
 from experiments.pipelines.flops import model_flops
+from experiments.run_folder import write_json
+from experiments.tasks import Summary, classification_config, segmentation_config
+from segmentation import metrics
+from segmentation.evaluate import predict_split
+from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
+from segmentation.train import train_segmenter
 
 # Label-map values follow MedSeg: 1 = GGO, 2 = consolidation, 3 = pleural effusion.
 MANIFESTATION_ORDER = ("ggo", "consolidation", "effusion")
@@ -90,3 +111,249 @@ class GatedStreams:
             flops += int(selected.size) * self._flops[name]
         label_map = combine_streams(probabilities, self.pixel_thresholds)
         return StreamsOutput(label_map, ran, time.perf_counter() - start, flops)
+
+
+DEFINITIONS = {
+    "dice_<m>": "per-image Dice of manifestation m (label value m), mean over test images; 1 where "
+    "prediction and truth are both empty (segmentation.metrics)",
+    "dice": "mean of dice_<m> over the manifestations",
+    "miou": "IoU of each manifestation from counts pooled over the test split, mean over the "
+    "manifestations; background EXCLUDED",
+    "dice_gain / miou_gain": "gated streams minus the single multi-class model, on the same test images",
+    "flops": "counted FLOPs (experiments.pipelines.flops) of what ran over the whole test split; gated = "
+    "recogniser on every image + each stream on the images its gate passed; ungated = every stream on every image",
+    "compute_saving": "1 - gated_flops / ungated_flops (the recogniser's cost counted in the gated run)",
+    "time_ratio": "gated_seconds / ungated_seconds: wall time of GatedStreams.predict, after one warm-up pass each",
+    "truth": "label map of the test masks, the first listed manifestation winning where masks overlap",
+    "ci": "95% percentile bootstrap over test cases (patient ids where the data has them, else images), "
+    "streams and single model resampled together (paired)",
+}
+
+
+def _check_manifestations(config: ExperimentConfig) -> tuple[str, ...]:
+    names = tuple(config.data.mask_names)
+    unknown = [name for name in names if name not in MANIFESTATION_ORDER]
+    if not names or unknown:
+        raise ValueError(
+            f"s0 streams: data.mask_names {list(names)} must be manifestations of {MANIFESTATION_ORDER}"
+        )
+    return names
+
+
+def _label_values(manifestations: tuple[str, ...]) -> np.ndarray:
+    """Class index (0 background, k + 1 for manifestation k) -> MedSeg label value, (M + 1,) uint8."""
+    return np.array([0, *(MANIFESTATION_ORDER.index(name) + 1 for name in manifestations)], np.uint8)
+
+
+def truth_label_map(masks: np.ndarray, manifestations: tuple[str, ...]) -> np.ndarray:
+    """(N, H, W, M) binary masks -> (N, H, W) MedSeg label values; the first set mask wins overlaps."""
+    background = np.full((*masks.shape[:-1], 1), 0.5)
+    index = np.argmax(np.concatenate([background, masks], axis=-1), axis=-1)
+    return _label_values(manifestations)[index]
+
+
+def manifestation_counts(labels: np.ndarray, truth: np.ndarray, manifestations: tuple[str, ...]):
+    """Confusion counts (N, M) per image and manifestation of two (N, H, W) label maps."""
+    values = _label_values(manifestations)[1:]
+    return metrics.confusion_counts(labels[..., None] == values, truth[..., None] == values)
+
+
+def _scores(counts: tuple[np.ndarray, ...], manifestations: tuple[str, ...], prefix: str) -> dict[str, float]:
+    """dice_<m>_<prefix>, dice_<prefix>, miou_<prefix> from (tp, fp, fn, tn) arrays (N, M)."""
+    counts = metrics.Counts(*counts)
+    dice = metrics.per_channel_score(counts, "dice", "per_image")
+    iou = metrics.per_channel_score(counts, "iou", "pooled")
+    scores = {f"dice_{name}_{prefix}": float(dice[k]) for k, name in enumerate(manifestations)}
+    scores[f"dice_{prefix}"] = float(np.mean(dice))
+    scores[f"miou_{prefix}"] = float(np.mean(iou))
+    return scores
+
+
+def comparison_metrics(manifestations: tuple[str, ...]):
+    """metrics_fn(*streams counts, *single counts, gated_flops, ungated_flops) -> named metrics, for
+    `common.bootstrap.bootstrap_cis` (each argument has one row per image)."""
+
+    def metrics_fn(*arrays: np.ndarray) -> dict[str, float]:
+        streams = _scores(arrays[0:4], manifestations, "streams")
+        single = _scores(arrays[4:8], manifestations, "single")
+        gated_flops, ungated_flops = arrays[8], arrays[9]
+        return {
+            **streams,
+            **single,
+            "dice_gain": streams["dice_streams"] - single["dice_single"],
+            "miou_gain": streams["miou_streams"] - single["miou_single"],
+            "compute_saving": 1.0 - float(np.sum(gated_flops)) / float(np.sum(ungated_flops)),
+        }
+
+    return metrics_fn
+
+
+def _train_streams(context, data: str, manifestations: tuple[str, ...]) -> dict[str, Segmenter]:
+    """One binary segmenter per manifestation, each with its pixel threshold chosen on validation."""
+    config, replicas = context.config, context.strategy.num_replicas_in_sync
+    streams = {}
+    for name in manifestations:
+        run = segmentation_config(
+            config, data, context.run_dir / "streams" / name, replicas, mask_names=(name,), multiclass=False
+        )
+        streams[name] = load_segmenter(train_segmenter(run, context.strategy))
+    return streams
+
+
+def _train_single(context, data: str) -> Segmenter:
+    """The baseline: one multi-class (softmax) model over background + every manifestation."""
+    run = segmentation_config(
+        context.config,
+        data,
+        context.run_dir / "single",
+        context.strategy.num_replicas_in_sync,
+        multiclass=True,
+    )
+    return load_segmenter(train_segmenter(run, context.strategy))
+
+
+def _train_recogniser(context, data: str, manifestations: tuple[str, ...]) -> tuple[keras.Model, dict]:
+    """The multi-label recogniser on mask-derived labels; returns it and its test report, whose
+    per-class thresholds were chosen on validation."""
+    config = context.config
+    options = dict(config.pipeline_options.get("recogniser") or {})
+    recogniser_config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model,
+            task="multilabel",
+            name=options.get("name", "mobilenetv2"),
+            weights=options.get("weights"),
+            options=dict(options.get("options") or {}),
+        ),
+        training=dataclasses.replace(
+            config.training,
+            epochs=int(options.get("epochs", config.training.epochs)),
+            learning_rate=float(options.get("learning_rate", config.training.learning_rate)),
+        ),
+    )
+    run = classification_config(
+        recogniser_config,
+        [data],
+        context.run_dir / "recogniser",
+        context.strategy.num_replicas_in_sync,
+        task="multilabel",
+        class_names=list(manifestations),
+        label_map={},
+        mask_label_min_pixels=int(options.get("min_pixels", 10)),
+    )
+    result = train_classifier(run, context.strategy)
+    model = keras.saving.load_model(Path(result["run_dir"]) / "best.keras", compile=False)
+    return model, result["metrics"]
+
+
+def _timed_predict(pipeline: GatedStreams, images: np.ndarray, gated: bool) -> StreamsOutput:
+    """The second of two identical runs (the first traces and warms up the models)."""
+    pipeline.predict(images, gated=gated)
+    return pipeline.predict(images, gated=gated)
+
+
+def _entry(value: float, low: float | None = None, high: float | None = None) -> dict[str, float | None]:
+    return {"value": float(value), "low": low, "high": high}
+
+
+def run(context, prepared: PreparedData) -> Summary:
+    """The `s0_streams` row (see the module docstring); returns the summary and writes streams.json."""
+    config = context.config
+    manifestations = _check_manifestations(config)
+    manifest = prepared.manifests[0]
+    data = str(manifest.directory)
+    streams = _train_streams(context, data, manifestations)
+    single = _train_single(context, data)
+    recogniser, recogniser_report = _train_recogniser(context, data, manifestations)
+    gate_thresholds = {
+        name: float(choice["threshold"])
+        for name, choice in zip(manifestations, recogniser_report["thresholds"], strict=True)
+    }
+    pipeline = GatedStreams(
+        recogniser,
+        {name: segmenter.model for name, segmenter in streams.items()},
+        manifestations,
+        gate_thresholds,
+        {name: float(segmenter.threshold.thresholds[0]) for name, segmenter in streams.items()},
+        batch_size=config.data.batch_size,
+    )
+
+    test = predict_split(single.model, data, "test", manifestations, config.data.batch_size)
+    images = np.repeat(test.images[..., None], config.data.channels, axis=-1)
+    truth = truth_label_map(test.masks, manifestations)
+    single_labels = _label_values(manifestations)[np.argmax(test.probs, axis=-1)]
+    start = time.perf_counter()
+    predict_probs(single.model, images, config.data.batch_size)
+    single_seconds = time.perf_counter() - start
+    gated = _timed_predict(pipeline, images, gated=True)
+    ungated = _timed_predict(pipeline, images, gated=False)
+
+    stream_flops = {name: model_flops(segmenter.model) for name, segmenter in streams.items()}
+    recogniser_flops = model_flops(recogniser)
+    gated_per_image = recogniser_flops + sum(gated.ran[name] * stream_flops[name] for name in manifestations)
+    ungated_per_image = np.full(len(images), sum(stream_flops.values()))
+    streams_counts = manifestation_counts(gated.label_map, truth, manifestations)
+    single_counts = manifestation_counts(single_labels, truth, manifestations)
+    ungated_counts = manifestation_counts(ungated.label_map, truth, manifestations)
+    counts_arrays = [
+        getattr(c, part) for c in (streams_counts, single_counts) for part in ("tp", "fp", "fn", "tn")
+    ]
+    intervals = bootstrap_cis(
+        comparison_metrics(manifestations),
+        *counts_arrays,
+        gated_per_image,
+        ungated_per_image,
+        n_resamples=config.evaluation.bootstrap_resamples,
+        seed=config.runtime.seed,
+        groups=test.case_ids,
+    )
+    summary: Summary = {name: _entry(*values) for name, values in intervals.items()}
+    ungated_scores = _scores(
+        tuple(getattr(ungated_counts, part) for part in ("tp", "fp", "fn", "tn")), manifestations, "ungated"
+    )
+    summary.update({name: _entry(value) for name, value in ungated_scores.items()})
+    timing = {
+        "gated_seconds": gated.seconds,
+        "ungated_seconds": ungated.seconds,
+        "time_ratio": gated.seconds / ungated.seconds,
+        "single_seconds": single_seconds,
+        "gated_flops": gated.flops,
+        "ungated_flops": ungated.flops,
+        "single_flops": model_flops(single.model) * len(images),
+        "recogniser_flops_per_image": recogniser_flops,
+        "stream_runs": int(sum(int(ran.sum()) for ran in gated.ran.values())),
+        "stream_runs_possible": len(images) * len(manifestations),
+    }
+    summary.update({name: _entry(value) for name, value in timing.items()})
+
+    per_image = pd.DataFrame({"key": test.keys, "case_id": test.case_ids, "gated_flops": gated_per_image})
+    dice_views = {"streams": streams_counts, "single": single_counts, "ungated": ungated_counts}
+    for k, name in enumerate(manifestations):
+        per_image[f"ran_{name}"] = gated.ran[name]
+        per_image[f"truth_px_{name}"] = (truth == _label_values(manifestations)[k + 1]).sum(axis=(1, 2))
+        for view, counts in dice_views.items():
+            per_image[f"dice_{name}_{view}"] = metrics.dice_from_counts(counts)[:, k]
+    write_bytes_atomic(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
+    write_json(
+        context.run_dir / "streams.json",
+        {
+            "manifestations": list(manifestations),
+            "n_test_images": len(images),
+            "n_test_cases": len(np.unique(test.case_ids)),
+            "gate_thresholds": gate_thresholds,
+            "gate_threshold_source": "recogniser per-class thresholds chosen on the validation split",
+            "pixel_thresholds": pipeline.pixel_thresholds,
+            "stream_flops_per_image": stream_flops,
+            "recogniser": _recogniser_section(recogniser_report),
+            "summary": summary,
+            "definitions": DEFINITIONS,
+            "per_image": per_image.to_dict(orient="records"),
+        },
+    )
+    return summary
+
+
+def _recogniser_section(report: dict[str, Any]) -> dict[str, Any]:
+    """The recogniser's test metrics and thresholds, as its evaluation reported them."""
+    return {"thresholds": report["thresholds"], "overall": report["overall"]}

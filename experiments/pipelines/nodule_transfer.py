@@ -1,0 +1,227 @@
+"""S0 nodule-to-COVID transfer: DeepLabv3+ pretrained on lung nodules, fine-tuned on COVID-19 GGO.
+
+El-Bana et al. initialise their COVID-19 infection DeepLabv3+ (aligned Xception-65) from a model trained
+to segment pulmonary nodules. The rows `s0_deeplabv3plus_{nodule,imagenet,scratch}_transfer_ggo` differ
+only in `pipeline_options.init`:
+- "nodule": pretrain the same architecture on `pipeline_options.pretrain` ({dataset: lidc | msd_patches,
+  root, epochs, mask_names, split}; LIDC-layout phantoms when `data.phantom`), cached in
+  `cache_dir/pretrain-<fingerprint>/best.keras` so the rows share it, then copy every layer whose name
+  and shapes match (`transfer_weights`; the head keeps its fresh initialisation when the class count
+  differs) and write the `TransferReport` to `run_dir/transfer.json`;
+- "imagenet": `model.weights=imagenet` (fails fast, with the remedies, when the weights cannot be had:
+  offline, or for our own aligned Xception-65, which has no ImageNet weights);
+- "scratch": random initialisation.
+Then train on the COVID data, choose the threshold on validation and evaluate on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from experiments.config import ExperimentConfig
+from experiments.data import PreparedData, dataset_root, prepare_source
+from experiments.pipelines.transfer import TransferReport, transfer_weights
+from experiments.run_folder import write_json
+from experiments.tasks import Summary, segmentation_config, summarize_segmentation
+from segmentation.evaluate import evaluate_segmenter
+from segmentation.predict import load_segmenter
+from segmentation.train import SegmentationConfig, build_model, train_segmenter
+
+INITS = ("nodule", "imagenet", "scratch")
+PRETRAIN_DATASETS = {"lidc": ("nodule-lidc", ["nodule"]), "msd_patches": ("tumour-msd-patches", ["tumour"])}
+PRETRAIN_DONE = "pretrain.json"  # written last: a pretraining folder without it is incomplete
+DEFAULT_EXPERIMENT = "s0_deeplabv3plus_nodule_transfer_ggo"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # as `python -m experiments`
+
+
+def pretrain_options(config: ExperimentConfig) -> dict[str, Any]:
+    """`pipeline_options.pretrain` with defaults: dataset lidc, its root and mask, 10 epochs, patient split."""
+    options = dict(config.pipeline_options.get("pretrain") or {})
+    dataset = options.get("dataset", "lidc")
+    if dataset not in PRETRAIN_DATASETS:
+        raise ValueError(f"pretrain dataset {dataset!r} is not one of {sorted(PRETRAIN_DATASETS)}")
+    root, mask_names = PRETRAIN_DATASETS[dataset]
+    return {
+        "dataset": dataset,
+        "root": options.get("root", root),
+        "epochs": int(options.get("epochs", 10)),
+        "mask_names": list(options.get("mask_names", mask_names)),
+        "split": options.get("split", "patient"),
+    }
+
+
+def _fingerprint(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pretrain_nodule(
+    config: ExperimentConfig,
+    data_dir: Path,
+    cache_dir: Path,
+    strategy: tf.distribute.Strategy | None = None,
+) -> Path:
+    """Trains `config.model` from scratch on the nodule (or tumour) masks of `pipeline_options.pretrain`
+    at `config.data.image_size` and returns its checkpoint, `cache_dir/pretrain-<fingerprint>/best.keras`.
+
+    The fingerprint covers the pretraining data, model, input and training settings; a folder that
+    finished before (it holds `pretrain.json`) is reused as it is.
+    """
+    options = pretrain_options(config)
+    seed = config.runtime.seed
+    root = dataset_root(options["dataset"], options["root"], data_dir, cache_dir, config.data.phantom, seed)
+    data = dataclasses.replace(
+        config.data,
+        dataset=options["dataset"],
+        root=str(root),
+        extra=[],
+        split=options["split"],
+        mask_names=options["mask_names"],
+        label_names=[],
+        label_map={},
+    )
+    manifest, _ = prepare_source(options["dataset"], root, data, cache_dir, seed)
+    training = dataclasses.replace(config.training, epochs=options["epochs"])
+    pretrain_config = dataclasses.replace(config, data=data, training=training)
+    key = _fingerprint(
+        {
+            "options": options,
+            "tfrecords": manifest.directory.name,
+            "model": dataclasses.asdict(config.model) | {"weights": None, "multiclass": False},
+            "data": [data.image_size, data.channels, data.batch_size, data.augment],
+            "training": dataclasses.asdict(training),
+            "seed": seed,
+        }
+    )
+    run_dir = cache_dir / f"pretrain-{key}"
+    if (run_dir / PRETRAIN_DONE).is_file():
+        return run_dir / "best.keras"
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    run = segmentation_config(
+        pretrain_config,
+        str(manifest.directory),
+        run_dir,
+        replicas,
+        mask_names=tuple(options["mask_names"]),
+        multiclass=False,
+        encoder_weights=None,
+    )
+    best = train_segmenter(run, strategy)
+    write_json(run_dir / PRETRAIN_DONE, {"options": options, "tfrecords": str(manifest.directory)})
+    return best
+
+
+def transferred_model(run: SegmentationConfig, checkpoint: str | Path) -> tuple[keras.Model, TransferReport]:
+    """The model of `run`, freshly built, with every layer of `checkpoint` that matches by name and shape."""
+    model = build_model(run)
+    return model, transfer_weights(checkpoint, model)
+
+
+def _init_of(config: ExperimentConfig) -> str:
+    init = config.pipeline_options.get("init", "nodule")
+    if init not in INITS:
+        raise ValueError(f"pipeline_options.init must be one of {INITS}, got {init!r}")
+    return init
+
+
+def run(context, prepared: PreparedData) -> Summary:
+    """Trains and evaluates one transfer row (see the module docstring); returns its summary, with
+    `transfer_loaded_layers` and `transfer_loaded_parameters` (0 unless init is "nodule")."""
+    config = context.config
+    init = _init_of(config)
+    manifest = prepared.manifests[0]
+    replicas = context.strategy.num_replicas_in_sync
+    weights = "imagenet" if init == "imagenet" else None
+    run_config = segmentation_config(
+        config, str(manifest.directory), context.run_dir, replicas, encoder_weights=weights
+    )
+    reports: list[TransferReport] = []
+    builder = None
+    if init == "nodule":
+        checkpoint = pretrain_nodule(config, context.data_dir, context.cache_dir, context.strategy)
+
+        def builder() -> keras.Model:
+            model, report = transferred_model(run_config, checkpoint)
+            reports.append(report)
+            return model
+
+    best = train_segmenter(run_config, context.strategy, model_builder=builder)
+    report = reports[-1] if reports else TransferReport()
+    write_json(
+        context.run_dir / "transfer.json",
+        {"init": init, "checkpoint": str(checkpoint) if init == "nodule" else None, **report.as_dict()},
+    )
+    if reports:
+        print(report.summary())
+    metrics = evaluate_segmenter(
+        load_segmenter(best),
+        manifest.directory,
+        context.run_dir / "eval",
+        batch_size=run_config.batch_size,
+        seed=config.runtime.seed,
+    )
+    summary = summarize_segmentation(metrics)
+    for name, value in (
+        ("transfer_loaded_layers", len(report.loaded)),
+        ("transfer_loaded_parameters", report.loaded_parameters),
+    ):
+        summary[name] = {"value": float(value), "low": None, "high": None}
+    return summary
+
+
+def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Adds `pretrain-nodule` to the `python -m experiments` command line."""
+    parser = subparsers.add_parser(
+        "pretrain-nodule", help="pretrain the S0 DeepLabv3+ on nodule (or tumour) masks; writes a .keras file"
+    )
+    parser.add_argument("--dataset", choices=(*PRETRAIN_DATASETS, "phantom"), default="lidc")
+    parser.add_argument("--root", default=None, help="dataset folder, relative to --data-dir unless absolute")
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (CKPT.keras)")
+    parser.add_argument("--epochs", type=int, default=None, help="overrides pipeline_options.pretrain.epochs")
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_EXPERIMENT,
+        help=f"experiment giving model and input (default {DEFAULT_EXPERIMENT})",
+    )
+    parser.add_argument("--data-dir", type=Path, default=None, help="root of the datasets ($COVID_DATA_DIR)")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help="TFRecords cache (default: beside --out)"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
+    return parser
+
+
+def pretrain_command(args: argparse.Namespace) -> int:
+    """Handles `pretrain-nodule`: pretrains (or reuses the cached run) and copies best.keras to --out."""
+    from experiments.registry import get_experiment
+
+    config = get_experiment(args.config, list(args.overrides))
+    pretrain = dict(config.pipeline_options.get("pretrain") or {})
+    dataset = "lidc" if args.dataset == "phantom" else args.dataset
+    if dataset != pretrain.get("dataset", "lidc"):
+        pretrain = {key: pretrain[key] for key in ("epochs",) if key in pretrain}
+    pretrain["dataset"] = dataset
+    pretrain.update({key: value for key, value in (("root", args.root), ("epochs", args.epochs)) if value})
+    config.pipeline_options["pretrain"] = pretrain
+    config.data.phantom = config.data.phantom or args.dataset == "phantom"
+    config.training.seed = config.runtime.seed
+    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    out = args.out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = pretrain_nodule(config, data_dir, args.cache_dir or out.parent / ".cache")
+    temporary = out.with_name(f".{out.name}.tmp")
+    shutil.copyfile(checkpoint, temporary)
+    os.replace(temporary, out)
+    print(f"nodule pretraining ({pretrain_options(config)['dataset']}): {out}")
+    return 0
