@@ -1,0 +1,336 @@
+"""Reading a TFRecord directory: a `tf.data` pipeline ready for `model.fit`, and a NumPy iterator.
+
+Pipeline: shard files (auto-sharded by FILE across workers) -> interleaved reads -> parallel parse,
+PNG decode and resize -> optional cache -> shuffle -> optional augmentation -> (image, target) ->
+batch -> prefetch. With `deterministic=True` the order is fixed (shards in manifest order, records
+in shard order) and tf.data autotuning is off (it stalls iterator teardown; see RUNTIME.md).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from data_prep.errors import DataError
+from tfrecords import schema
+from tfrecords.augment import AugmentConfig
+from tfrecords.augment import augment as augment_example
+from tfrecords.manifest import Manifest, load_manifest, sha256_file
+from tfrecords.scaling import scale_input, scaling_mode
+
+TASKS = ("classification", "multilabel", "segmentation")
+META_FIELDS = ("key", "patient_id", "modality", "source", "path")
+_MAX_SHUFFLE_BUFFER = 10_000
+_PARALLEL_CALLS_DETERMINISTIC = 2
+
+
+def check_shards(manifest: Manifest, split: str, verify_checksums: bool = False) -> list[Path]:
+    """The split's shard paths, after checking each exists with the manifest's byte size (and SHA-256).
+
+    Raises DataError naming the first missing, truncated, extended or (with checksums) altered shard.
+    """
+    paths = manifest.shard_paths(split)
+    for path, shard in zip(paths, manifest.split(split).shards, strict=True):
+        if not path.is_file():
+            raise DataError(path, "shard listed in manifest.json is missing")
+        size = path.stat().st_size
+        if size != shard.bytes:
+            raise DataError(
+                path, f"shard is {size} bytes, manifest.json says {shard.bytes}: truncated or replaced"
+            )
+        if verify_checksums and sha256_file(path) != shard.sha256:
+            raise DataError(path, "shard SHA-256 differs from manifest.json: the file is corrupt or replaced")
+    return paths
+
+
+def _validate_request(
+    manifest: Manifest,
+    split: str,
+    task: str,
+    mask_names: Sequence[str] | None,
+    label_names: Sequence[str] | None,
+    image_size: int | tuple[int, int] | None,
+    channels: int,
+    mode: str | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Checks the request against the manifest; returns the (mask names, label names) to use."""
+    info = manifest.split(split)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if mode in ("caffe", "torch") and channels != 3:
+        raise ValueError(f"input scaling mode {mode!r} needs channels=3")
+    if image_size is None and manifest.image_height is None:
+        raise ValueError(f"{manifest.directory}: stored images differ in size; pass image_size to batch them")
+    masks = tuple(manifest.mask_names if mask_names is None else mask_names)
+    labels = tuple(manifest.label_names if label_names is None else label_names)
+    unknown_labels = sorted(set(labels) - set(manifest.label_names))
+    if unknown_labels:
+        raise ValueError(f"labels {unknown_labels} are not in the manifest's {list(manifest.label_names)}")
+    if task == "segmentation":
+        if not masks:
+            raise ValueError(f"{manifest.directory}: segmentation needs masks; the manifest has none")
+        for name in masks:
+            have = info.mask_counts.get(name)
+            if have is None:
+                raise ValueError(f"mask {name!r} is not in the manifest's {list(manifest.mask_names)}")
+            if have != info.count:
+                raise ValueError(f"mask {name!r} exists for {have} of {info.count} {split} records, not all")
+    if task == "classification":
+        if manifest.multilabel:
+            raise ValueError(f"{manifest.directory}: a multi-label set; use task='multilabel'")
+        if sum(info.class_counts.values()) != info.count:
+            raise ValueError(f"{split}: some records have no class label; classification needs one each")
+        if label_names is not None and labels != manifest.label_names:
+            raise ValueError("classification uses all manifest labels in manifest order; omit label_names")
+    if task == "multilabel" and not labels:
+        raise ValueError(f"{manifest.directory}: multilabel needs label names; the manifest has none")
+    return masks, labels
+
+
+def _as_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if image_size is None or isinstance(image_size, tuple):
+        return image_size
+    return (image_size, image_size)
+
+
+def make_dataset(
+    manifest_or_dir: str | Path | Manifest,
+    split: str,
+    task: str,
+    batch_size: int,
+    image_size: int | tuple[int, int] | None = None,
+    augment: AugmentConfig | None = None,
+    shuffle: bool = False,
+    cache: bool | str = False,
+    seed: int = 0,
+    deterministic: bool = False,
+    channels: int = 1,
+    input_scaling: str | None = None,
+    mask_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | None = None,
+    repeat: bool = False,
+    verify_checksums: bool = False,
+    with_meta: bool = False,
+    one_hot: bool = False,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """Batches of (image, target) or, with `with_meta`, (image, target, meta) for one split.
+
+    image: (B, H, W, channels) float32 in [0, 1] (16-bit stores: value / 65535), or `input_scaling`
+    applied (a backbone family like "resnet50" or a mode, see `INPUT_SCALINGS`).
+    target: classification -> (B,) int32 label index, or (B, classes) float32 with `one_hot`;
+    multilabel -> (B, len(label_names)) float32 multi-hot; segmentation -> (B, H, W, K) float32 {0, 1}
+    for the K `mask_names` (default: all of the manifest's).
+    meta: name -> (B,) string for `META_FIELDS`.
+    image_size: N or (H, W) pixels; images are resized bilinearly, masks by nearest neighbour.
+    cache: True keeps decoded examples (integer pixels, before augmentation) in memory; a path caches
+    them to files with that prefix.
+    shuffle: over the whole split (at most 10,000 examples), after sharding and cache, reshuffled each
+    epoch from `seed`. augment: applied after the cache with stateless seeds drawn from `seed`: other
+    transforms every epoch, the same ones in every run.
+    deterministic: fixed order and tf.data autotuning off (for tests and exact reruns).
+    verify_checksums: hash every shard against the manifest first (byte sizes are always checked).
+    input_context: from `strategy.distribute_datasets_from_function`; this pipeline then reads only its
+    share of the shard files and batches `input_context.get_per_replica_batch_size(batch_size)`.
+    """
+    manifest = load_manifest(manifest_or_dir)
+    mode = scaling_mode(input_scaling)
+    masks, labels = _validate_request(
+        manifest, split, task, mask_names, label_names, image_size, channels, mode
+    )
+    paths = check_shards(manifest, split, verify_checksums)
+    size = _as_size(image_size)
+    decode = _decoder(manifest, task, masks, labels, size, one_hot)
+    parallel = _PARALLEL_CALLS_DETERMINISTIC if deterministic else tf.data.AUTOTUNE
+
+    files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
+    if input_context is not None:
+        if len(paths) < input_context.num_input_pipelines:
+            raise ValueError(
+                f"{split} has {len(paths)} shard(s), fewer than the {input_context.num_input_pipelines} "
+                "input pipelines; write it with more shards (--shards)"
+            )
+        files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    dataset = _read_records(files, len(paths), deterministic).map(
+        decode, num_parallel_calls=parallel, deterministic=deterministic
+    )
+    if cache:
+        dataset = dataset.cache("" if cache is True else str(cache))
+    if shuffle:
+        buffer = min(manifest.split(split).count, _MAX_SHUFFLE_BUFFER)
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    image_max = float(np.iinfo(manifest.image_dtype).max)
+    finish = functools.partial(
+        _finish, augment=augment, image_max=image_max, channels=channels, mode=mode, with_meta=with_meta
+    )
+    if augment is None:
+        dataset = dataset.map(
+            lambda example: finish(example, None), num_parallel_calls=parallel, deterministic=deterministic
+        )
+    else:
+        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip(dataset, keys).map(
+            finish, num_parallel_calls=parallel, deterministic=deterministic
+        )
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE if not deterministic else 2)
+    return dataset.with_options(_options(deterministic, sharded=input_context is not None))
+
+
+def _read_records(files: tf.data.Dataset, count: int, deterministic: bool) -> tf.data.Dataset:
+    """Serialized examples of the shard `files`: one shard after another when deterministic, else
+    interleaved over up to 8 shards read in parallel."""
+    if deterministic:
+        return files.interleave(tf.data.TFRecordDataset, cycle_length=1)
+    return files.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(count, 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=False,
+    )
+
+
+def _options(deterministic: bool, sharded: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = not deterministic
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.OFF if sharded else tf.data.experimental.AutoShardPolicy.FILE
+    )
+    return options
+
+
+def _decode_png(encoded: tf.Tensor, dtype: tf.DType, size: tuple[int, int] | None, method: str) -> tf.Tensor:
+    """PNG bytes -> (H, W, 1) as stored, or resized to `size` with `method` (float32 for "bilinear")."""
+    pixels = tf.io.decode_png(encoded, channels=1, dtype=dtype)
+    return pixels if size is None else tf.image.resize(pixels, size, method=method)
+
+
+def _decoder(
+    manifest: Manifest,
+    task: str,
+    mask_names: tuple[str, ...],
+    label_names: tuple[str, ...],
+    size: tuple[int, int] | None,
+    one_hot: bool,
+):
+    """A function: serialized example -> dict of decoded tensors: "image" (H, W, 1) as stored (uint8 or
+    uint16; float32 on the stored scale when resized), "target" (masks as uint8), and the meta strings.
+    Integer images keep the cache small; `_finish` converts to float32 after it."""
+    spec = schema.feature_spec(manifest.mask_names)
+    # Position of each manifest label index in `label_names` (-1: not requested -> one_hot gives zeros).
+    positions = tf.constant(
+        [label_names.index(name) if name in label_names else -1 for name in manifest.label_names] or [-1],
+        tf.int32,
+    )
+    stored = (manifest.image_height, manifest.image_width)
+    shape = size or stored
+    resize = None if size == stored else size
+    image_dtype = tf.uint16 if manifest.image_dtype == "uint16" else tf.uint8
+
+    def decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = tf.io.parse_single_example(serialized, spec)
+        image = _decode_png(parsed["image"], image_dtype, resize, "bilinear")
+        image.set_shape((*shape, 1))
+        example = {"image": image, **{field: parsed[field] for field in META_FIELDS}}
+        indices = tf.cast(tf.sparse.to_dense(parsed["labels"]), tf.int32)
+        if task == "classification":
+            label = indices[0]
+            example["target"] = tf.one_hot(label, len(label_names), dtype=tf.float32) if one_hot else label
+        elif task == "multilabel":
+            hot = tf.one_hot(tf.gather(positions, indices), len(label_names), dtype=tf.float32)
+            example["target"] = tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
+        else:
+            stacked = [
+                _decode_png(parsed[schema.mask_feature_name(name)], tf.uint8, resize, "nearest")
+                for name in mask_names
+            ]
+            example["target"] = tf.concat(stacked, axis=-1)
+            example["target"].set_shape((*shape, len(mask_names)))
+        return example
+
+    return decode
+
+
+def _finish(
+    example: dict[str, tf.Tensor],
+    key: tf.Tensor | None,
+    augment: AugmentConfig | None,
+    image_max: float,
+    channels: int,
+    mode: str | None,
+    with_meta: bool,
+) -> tuple[tf.Tensor, ...]:
+    """Decoded example -> model input: float32 [0, 1] image (and masks), augmentation with the (2,)
+    stateless seed `key` (masks move with the image), channel repeat, backbone input scaling."""
+    image = tf.cast(example["image"], tf.float32) / image_max
+    target = example["target"]
+    is_mask = target.shape.rank == 3
+    if is_mask:
+        target = tf.cast(target, tf.float32)
+    if augment is not None:
+        image, moved = augment_example(image, target if is_mask else None, key, augment)
+        target = moved if is_mask else target
+    if channels == 3:
+        image = tf.repeat(image, 3, axis=-1)
+    image = scale_input(image, mode)
+    if not with_meta:
+        return image, target
+    return image, target, {field: example[field] for field in META_FIELDS}
+
+
+def read_examples(
+    manifest_or_dir: str | Path | Manifest, split: str, verify_checksums: bool = False
+) -> Iterator[dict[str, Any]]:
+    """Decoded examples of one split as NumPy, in manifest shard order, for evaluation code.
+
+    Each dict: "image" (H, W) uint8/uint16 as stored; "masks" name -> (H, W) uint8 {0, 1} (present
+    masks only); "labels" tuple of label names; "label_indices" tuple of int; "slice_index" int (-1 =
+    unknown); "synthetic" bool; "original_shape" tuple; "shard" the file name; and the strings of
+    `schema.STRING_FIELDS` ("" = unknown). Raises DataError naming a corrupt or truncated shard.
+    """
+    manifest = load_manifest(manifest_or_dir)
+    for path in check_shards(manifest, split, verify_checksums):
+        records = tf.data.TFRecordDataset(str(path))
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        try:
+            for serialized in records.with_options(options).as_numpy_iterator():
+                yield _example_to_numpy(tf.train.Example.FromString(serialized), manifest, path.name)
+        except tf.errors.DataLossError as error:
+            raise DataError(path, f"corrupt shard ({error.message})") from error
+
+
+def _png_to_numpy(encoded: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def _example_to_numpy(example: tf.train.Example, manifest: Manifest, shard: str) -> dict[str, Any]:
+    feature = example.features.feature
+    indices = tuple(int(index) for index in feature["labels"].int64_list.value)
+    masks = {}
+    for name in manifest.mask_names:
+        encoded = feature[schema.mask_feature_name(name)].bytes_list.value[0]
+        if encoded:
+            masks[name] = _png_to_numpy(encoded)
+    return {
+        "image": _png_to_numpy(feature["image"].bytes_list.value[0]),
+        "masks": masks,
+        "labels": tuple(manifest.label_names[index] for index in indices),
+        "label_indices": indices,
+        "slice_index": int(feature["slice_index"].int64_list.value[0]),
+        "synthetic": bool(feature["synthetic"].int64_list.value[0]),
+        "original_shape": tuple(int(n) for n in feature["original_shape"].int64_list.value),
+        "shard": shard,
+        **{field: feature[field].bytes_list.value[0].decode("utf-8") for field in schema.STRING_FIELDS},
+    }

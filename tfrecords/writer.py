@@ -1,0 +1,283 @@
+"""Writes a dataset's records, preprocessed once, as sharded TFRecord files with a `manifest.json`.
+
+Layout of OUT_DIR: `<split>-<i>-of-<n>.tfrecord` shards (uncompressed; the PNGs inside already are)
+and `manifest.json`. All records of one patient group go to one split and one shard; groups are dealt
+to shards greedily by record count, so a re-run with the same inputs gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import tensorflow as tf
+
+from data_prep.adapters import open_dataset
+from data_prep.adapters.base import DatasetAdapter
+from data_prep.errors import DataError
+from data_prep.records import MANIFESTATIONS, MASK_NAMES, Record
+from data_prep.splits import check_no_leakage, load_split, patient_split
+from tfrecords import schema
+from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
+from tfrecords.spec import HU16_OFFSET, PreprocessSpec
+
+DEFAULT_SHARDS = 8
+
+
+@dataclass(frozen=True)
+class EncodedRecord:
+    """One record after preprocessing and PNG encoding, without its pixel arrays (to save memory).
+
+    patient_id: the record's patient id, else its volume id, else None (used to split and shard).
+    strings: the values of `schema.STRING_FIELDS` except "group", which is set when sharding.
+    """
+
+    key: str
+    patient_id: str | None
+    split: str | None
+    labels: tuple[str, ...]
+    image_png: bytes
+    mask_pngs: dict[str, bytes]
+    stored_shape: tuple[int, int]
+    original_shape: tuple[int, ...]
+    slice_index: int
+    synthetic: bool
+    strings: dict[str, str]
+
+
+def assign_shards(group_counts: dict[str, int], num_shards: int) -> dict[str, int]:
+    """Group -> shard index in [0, num_shards): largest groups first, each to the emptiest shard.
+
+    Deterministic: ties in size are broken by group name, ties in shard load by the lower index.
+    """
+    loads = [0] * num_shards
+    shard_of = {}
+    for group, count in sorted(group_counts.items(), key=lambda item: (-item[1], item[0])):
+        target = min(range(num_shards), key=lambda index: (loads[index], index))
+        shard_of[group] = target
+        loads[target] += count
+    return shard_of
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def _encode(records: Iterable[Record], spec: PreprocessSpec) -> Iterator[EncodedRecord]:
+    for record in records:
+        image, masks = spec.apply(record)
+        yield EncodedRecord(
+            key=record.key,
+            patient_id=record.patient_id or record.volume_id,
+            split=record.split,
+            labels=record.labels,
+            image_png=schema.encode_png(image),
+            mask_pngs={name: schema.encode_png(mask) for name, mask in masks.items()},
+            stored_shape=image.shape,
+            original_shape=record.image.shape,
+            slice_index=-1 if record.slice_index is None else record.slice_index,
+            synthetic=record.synthetic,
+            strings={
+                "key": record.key,
+                "patient_id": record.patient_id or "",
+                "modality": record.modality,
+                "source": record.source or "",
+                "path": record.path,
+                "volume_id": record.volume_id or "",
+            },
+        )
+
+
+def _split_table(
+    encoded: list[EncodedRecord], adapter: DatasetAdapter, split_file: Path | None, seed: int
+) -> tuple[pd.DataFrame, str]:
+    """(table with columns key, patient_id (the group: never empty), split, in `encoded` order; where the
+    split came from). Records without any id form their own group, named by their key."""
+    keys = [item.key for item in encoded]
+    if split_file is not None:
+        table = load_split(split_file)
+        missing = sorted(set(keys) - set(table["key"]))
+        if missing:
+            shown = ", ".join(missing[:5])
+            raise DataError(split_file, f"{len(missing)} record key(s) have no split row, e.g. {shown}")
+        table = table.set_index("key", drop=False).loc[keys].reset_index(drop=True)
+        # The split file's patient id is the authority for grouping where it gives one.
+        table["patient_id"] = table["patient_id"].fillna(pd.Series([item.patient_id for item in encoded]))
+        source = "file"
+    elif all(item.split is not None for item in encoded):
+        ids = [item.patient_id for item in encoded]
+        table = pd.DataFrame({"key": keys, "patient_id": ids, "split": [item.split for item in encoded]})
+        source = "publisher"
+    elif any(item.split is not None for item in encoded):
+        raise DataError(adapter.root, "some records have a publisher split and some do not; pass --split")
+    else:
+        rows = [(item.key, item.patient_id, "+".join(item.labels)) for item in encoded]
+        id_kind = "inferred" if adapter.patient_ids == "inferred" else "patient"
+        table = patient_split(rows, seed=seed, id_kind=id_kind)
+        table = table.set_index("key", drop=False).loc[keys].reset_index(drop=True)
+        source = "patient-wise"
+    table["patient_id"] = table["patient_id"].fillna(table["key"])
+    check_no_leakage(table[["key", "patient_id", "split"]], split_file or adapter.root)
+    return table[["key", "patient_id", "split"]], source
+
+
+def _label_names(adapter: DatasetAdapter, encoded: list[EncodedRecord]) -> tuple[str, ...]:
+    seen = sorted({label for item in encoded for label in item.labels})
+    declared = tuple(adapter.label_names)
+    unknown = sorted(set(seen) - set(declared))
+    if declared and unknown:
+        raise DataError(adapter.root, f"labels {unknown} are not among the adapter's {list(declared)}")
+    return declared or tuple(seen)
+
+
+def _is_multilabel(label_names: tuple[str, ...], encoded: list[EncodedRecord]) -> bool:
+    """Manifestation label sets, and any set where a record carries several labels, are multi-label."""
+    manifestations = bool(label_names) and set(label_names) <= set(MANIFESTATIONS)
+    return manifestations or any(len(item.labels) > 1 for item in encoded)
+
+
+def _mask_names(adapter: DatasetAdapter, encoded: list[EncodedRecord]) -> tuple[str, ...]:
+    seen = {name for item in encoded for name in item.mask_pngs}
+    declared = tuple(adapter.mask_names)
+    return declared + tuple(name for name in MASK_NAMES if name in seen and name not in declared)
+
+
+def _serialize(
+    item: EncodedRecord, group: str, label_names: tuple[str, ...], mask_names: tuple[str, ...]
+) -> bytes:
+    return schema.build_example(
+        image_png=item.image_png,
+        mask_pngs={name: item.mask_pngs.get(name, b"") for name in mask_names},
+        label_indices=[label_names.index(label) for label in item.labels],
+        strings={**item.strings, "group": group},
+        slice_index=item.slice_index,
+        synthetic=item.synthetic,
+        original_shape=item.original_shape,
+    )
+
+
+def _write_split(
+    items: list[tuple[EncodedRecord, str]],
+    split: str,
+    directory: Path,
+    num_shards: int,
+    label_names: tuple[str, ...],
+    mask_names: tuple[str, ...],
+) -> SplitInfo:
+    """Writes one split's (record, group) pairs as shards; returns the split's manifest entry."""
+    counts = Counter(group for _, group in items)
+    num_shards = max(1, min(num_shards, len(counts)))
+    shard_of = assign_shards(dict(counts), num_shards)
+    by_shard: dict[int, list[tuple[EncodedRecord, str]]] = defaultdict(list)
+    for item, group in items:
+        by_shard[shard_of[group]].append((item, group))
+    shards = []
+    for index in range(num_shards):
+        name = shard_name(split, index, num_shards)
+        members = sorted(by_shard[index], key=lambda member: member[0].key)
+        with tf.io.TFRecordWriter(str(directory / name)) as writer:
+            for item, group in members:
+                writer.write(_serialize(item, group, label_names, mask_names))
+        path = directory / name
+        shards.append(ShardInfo(name, len(members), path.stat().st_size, sha256_file(path)))
+    class_counts = Counter(label for item, _ in items for label in item.labels)
+    mask_counts = Counter(name for item, _ in items for name in item.mask_pngs)
+    return SplitInfo(
+        count=len(items),
+        groups=len(counts),
+        class_counts={name: class_counts[name] for name in label_names},
+        mask_counts={name: mask_counts[name] for name in mask_names},
+        shards=tuple(shards),
+    )
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Moves the finished staging folder to `out_dir`, replacing an earlier TFRecord output there."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    if not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
+        raise DataError(
+            out_dir, "exists and is not a TFRecord output (no manifest.json); refusing to replace it"
+        )
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, retired / out_dir.name)
+    os.replace(staging, out_dir)
+    shutil.rmtree(retired)
+
+
+def write_dataset(
+    dataset: str,
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    preprocess: str | None = None,
+    split_file: str | Path | None = None,
+    shards: int = DEFAULT_SHARDS,
+    image_size: int | None = None,
+    seed: int = 0,
+) -> Manifest:
+    """Reads `dataset` from `raw_dir` through its adapter and writes TFRecords and manifest to `out_dir`.
+
+    preprocess: a `PreprocessSpec` string; image_size: adds resize=N. The split comes from
+    `split_file` (a `data_prep.splits` CSV), else the publisher's `Record.split`, else a patient-wise
+    70/15/15 split (`patient_split` with `seed`). Everything is written in a temporary folder beside
+    `out_dir`, then renamed into place; on any error nothing is left behind.
+    Raises DataError for bad input and LeakageError when a patient group spans two splits.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    spec = PreprocessSpec.parse(preprocess, image_size)
+    out_dir = Path(out_dir)
+    split_path = None if split_file is None else Path(split_file)
+    adapter = open_dataset(dataset, raw_dir)
+    encoded = list(_encode(adapter.records(), spec))
+    if not encoded:
+        raise DataError(adapter.root, f"the {dataset} adapter found no records")
+    table, split_source = _split_table(encoded, adapter, split_path, seed)
+    label_names = _label_names(adapter, encoded)
+    mask_names = _mask_names(adapter, encoded)
+    by_split: dict[str, list[tuple[EncodedRecord, str]]] = defaultdict(list)
+    for item, group, split in zip(encoded, table["patient_id"], table["split"], strict=True):
+        by_split[split].append((item, group))
+    shapes = {item.stored_shape for item in encoded}
+    height, width = next(iter(shapes)) if len(shapes) == 1 else (None, None)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        splits = {
+            split: _write_split(by_split[split], split, staging, shards, label_names, mask_names)
+            for split in sorted(by_split)
+        }
+        manifest = Manifest(
+            dataset=dataset,
+            schema_version=schema.SCHEMA_VERSION,
+            preprocess={"spec": str(spec), "steps": [str(step) for step in spec.steps]},
+            split_source=split_source,
+            split_file=None
+            if split_path is None
+            else {"path": str(split_path), "sha256": sha256_file(split_path)},
+            patient_id_kind=adapter.patient_ids,
+            image_height=height,
+            image_width=width,
+            image_channels=1,
+            image_dtype=spec.stored_dtype,
+            intensity_offset=HU16_OFFSET if spec.stored_dtype == "uint16" else 0,
+            label_names=label_names,
+            multilabel=_is_multilabel(label_names, encoded),
+            mask_names=mask_names,
+            splits=splits,
+            directory=out_dir,
+        )
+        (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        _publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
