@@ -12,8 +12,9 @@ Steps run in the order written, on one record's image (converted to grayscale fi
 | `lungcrop` or `lungcrop=MARGIN` | crop image and masks to the lung box (lung mask if present, else dark regions) |
 | `resize=N` or `resize=HxW` | bilinear for the image, nearest for the masks, to N x N or H x W pixels |
 
-The stored image must end as uint8 or uint16: HU images need `window` or `hu16`, "normalized" ones
-`range` or `minmax`; 0-255 "display" images need none.
+The stored image must end as uint8 or uint16: HU images get `window=lung` first unless the spec has
+its own intensity step (`window`, `hu16`, `range`, `minmax`); "normalized" ones need `range` or
+`minmax`; 0-255 "display" images need none.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def to_grayscale(image: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected a (H, W) or (H, W, 3) image, got shape {image.shape}")
 
 
+INTENSITY_STEPS = ("window", "hu16", "range", "minmax")
+DEFAULT_HU_STEP = _parse_step("window=lung")
+
+
 @dataclass(frozen=True)
 class PreprocessSpec:
     """A parsed spec; `str(spec)` gives it back in canonical form."""
@@ -175,13 +180,20 @@ class PreprocessSpec:
         """ "uint16" when the spec stores HU losslessly (hu16), else "uint8"."""
         return "uint16" if any(step.name == "hu16" for step in self.steps) else "uint8"
 
+    def steps_for(self, intensity: str) -> tuple[Step, ...]:
+        """The steps applied to a record of `intensity`: HU images get the lung window first
+        (`DEFAULT_HU_STEP`) when the spec has no intensity step of its own."""
+        if intensity != "hu" or any(step.name in INTENSITY_STEPS for step in self.steps):
+            return self.steps
+        return (DEFAULT_HU_STEP, *self.steps)
+
     def apply(self, record: Record) -> tuple[np.ndarray, Masks]:
         """The record's stored image ((H, W) uint8 or uint16) and masks ((H, W) uint8 {0, 1}).
 
         Raises DataError naming the record's file when the result is not storable or a step fails.
         """
         image, masks = to_grayscale(record.image), dict(record.masks)
-        for step in self.steps:
+        for step in self.steps_for(record.intensity):
             try:
                 image, masks = _APPLY[step.name](image, masks, *step.args)
             except ValueError as error:

@@ -258,7 +258,11 @@ def write_dataset(
         manifest = Manifest(
             dataset=dataset,
             schema_version=schema.SCHEMA_VERSION,
-            preprocess={"spec": str(spec), "steps": [str(step) for step in spec.steps]},
+            preprocess={
+                "spec": str(spec),
+                "steps": [str(step) for step in spec.steps],
+                "hu_images": [str(step) for step in spec.steps_for("hu")],
+            },
             split_source=split_source,
             split_file=None
             if split_path is None

@@ -161,20 +161,36 @@ def test_hu16_stores_hounsfield_units_losslessly(tmp_path: Path) -> None:
     np.testing.assert_array_equal(example["image"].astype(np.int32) - 32768, hu)
 
 
-def test_hu_without_window_is_refused(tmp_path: Path) -> None:
-    record = make_record(0, "p0", "covid", image=np.zeros((4, 4), np.int16), intensity="hu", masks={})
+def test_hu_without_an_intensity_step_gets_the_lung_window(tmp_path: Path) -> None:
+    hu = np.array([[-1350, -600, 150]], np.int16)
+    record = make_record(0, "p0", "covid", image=hu, intensity="hu", masks={})
+    root = stage(tmp_path / "raw", [record])
+    manifest = write_dataset("test_handmade", root, tmp_path / "out")
+    assert manifest.preprocess["hu_images"] == ["window=lung"]
+    (example,) = _all_examples(tmp_path / "out")
+    np.testing.assert_array_equal(example["image"], [[0, 128, 255]])
+
+
+def test_normalized_without_an_intensity_step_is_refused(tmp_path: Path) -> None:
+    record = make_record(
+        0, "p0", "covid", image=np.zeros((4, 4), np.float32), intensity="normalized", masks={}
+    )
     root = stage(tmp_path / "raw", [record])
     with pytest.raises(DataError) as caught:
         write_dataset("test_handmade", root, tmp_path / "out")
     assert str(caught.value) == (
-        "/raw/covid/img00.png: hu image ends as int16 after preprocess ''; expected uint8: "
-        "use window=... or hu16"
+        "/raw/covid/img00.png: normalized image ends as float32 after preprocess ''; expected uint8: "
+        "use range=LOW:HIGH or minmax"
     )
 
 
 def test_preprocess_resizes_images_and_masks(handmade_root: Path, tmp_path: Path) -> None:
     manifest = write_dataset("test_handmade", handmade_root, tmp_path / "out", image_size=6)
-    assert manifest.preprocess == {"spec": "resize=6x6", "steps": ["resize=6x6"]}
+    assert manifest.preprocess == {
+        "spec": "resize=6x6",
+        "steps": ["resize=6x6"],
+        "hu_images": ["window=lung", "resize=6x6"],
+    }
     for example in _all_examples(tmp_path / "out"):
         assert example["image"].shape == (6, 6)
         assert set(np.unique(example["masks"]["lung"])) <= {0, 1}
