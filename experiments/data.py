@@ -1,7 +1,8 @@
 """Data for a run: the dataset root (real or synthetic phantoms), its split file, and cached TFRecords.
 
 Split modes (`DataConfig.split`):
-- "publisher": the set's own splits (a set that has none is split as "patient" below). A set without a validation split gets one carved from its
+- "publisher": the set's own splits (a set with none, or with a train split only, is split as
+  "patient" below). A set without a validation split gets one carved from its
   training split (patient-wise where ids exist); a set with train/val but no test uses its val split
   as test and carves a new val from train. Thresholds are then always chosen on data that is not test.
 - "patient": a fresh patient-wise stratified train/val/test split of all records (seeded).
@@ -95,7 +96,7 @@ def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFr
     if rows["patient_id"].notna().any() and adapter.patient_ids == "none":
         grouping = "volume-wise"  # no patient ids, but slices of one volume are kept together
     present = set(rows["publisher"].dropna())
-    if data.split == "patient" or (data.split == "publisher" and not present):
+    if data.split == "patient" or (data.split == "publisher" and present <= {"train"}):
         return _split(rows, data.val_fraction, data.test_fraction, seed), grouping
     if data.split != "publisher":
         raise ValueError(f"data.split must be publisher, patient or file; got {data.split!r}")

@@ -4,9 +4,11 @@ Two layouts are recognised under the root:
 
 - The MedSeg download: `tr_im.nii.gz` (100 axial slices from more than 40 patients, HU) with
   `tr_mask.nii.gz` (0 = background, 1 = ground-glass opacity, 2 = consolidation, 3 = pleural effusion),
-  `val_im.nii.gz` (10 unlabelled test slices), and the Radiopaedia volumes `rp_im/<n>.nii.gz` with
-  `rp_msk/<n>.nii.gz` (same labels) and `rp_lung_msk/<n>.nii.gz` (lungs, any non-zero label). Splits:
-  tr and rp -> "train", val -> "test". Slices are read in canonical RAS+ and shown in display orientation.
+  `val_im.nii.gz` (10 test slices whose masks were never published), and the Radiopaedia volumes
+  `rp_im/<n>.nii.gz` with `rp_msk/<n>.nii.gz` (same labels) and `rp_lung_msk/<n>.nii.gz` (lungs, any
+  non-zero label). Splits: tr and rp -> "train"; val -> "unlabelled", which `records()` yields only when
+  asked for by name (nothing can be trained or scored on it). Slices are read in canonical RAS+ and
+  shown in display orientation.
 - Inf-Net's COVID-SemiSeg copy of the labelled slices (`Dataset/TrainingSet`, `Dataset/TestingSet`; the
   root may also be `Dataset/` itself): JPEG images, binary infection GT ({0, 255}) and palette GT
   (0 = background, 1 = ground-glass opacity, 2 = consolidation). File `<k>.jpg` is MedSeg slice k.
@@ -109,7 +111,7 @@ class MedSegCovidCt(DatasetAdapter):
 
     def splits(self) -> tuple[str, ...]:
         if self.layout == "medseg":
-            return ("test", "train") if find_nifti(self.root, "val_im") is not None else ("train",)
+            return ("train", "unlabelled") if find_nifti(self.root, "val_im") is not None else ("train",)
         return tuple(s for s, (images, _, _) in SEMISEG_FOLDERS.items() if (self.dataset / images).is_dir())
 
     def records(self, split: str | None = None) -> Iterator[Record]:
@@ -124,7 +126,7 @@ class MedSegCovidCt(DatasetAdapter):
                 "tr", require_nifti(self.root, "tr_im"), require_nifti(self.root, "tr_mask"), None
             )
             yield from volume_records(tr, self.label_names, one_scan=False)
-        if split in (None, "test") and "test" in self.splits():
+        if split == "unlabelled":
             val = self._volume("val", require_nifti(self.root, "val_im"), None, None)
             yield from volume_records(val, self.label_names, one_scan=False)
 
@@ -159,7 +161,7 @@ class MedSegCovidCt(DatasetAdapter):
             image_path,
             masks,
             source="radiopaedia" if key.startswith("rp_") else "medseg",
-            split="test" if key == "val" else "train",
+            split="unlabelled" if key == "val" else "train",
             synthetic=self.synthetic,
         )
 

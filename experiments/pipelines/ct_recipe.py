@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -56,6 +57,23 @@ class CTRecipe:
 
 
 S3_RECIPE = CTRecipe()
+RECIPES = {"s3": S3_RECIPE}
+
+
+def recipe_from_config(value: str | Mapping[str, Any]) -> CTRecipe:
+    """A recipe by name ("s3"), or a mapping {"name": base recipe (default "s3"), field: value, ...}
+    that changes some fields of a named one, e.g. {"keep_fraction": 0.6, "image_size": 128}."""
+    values = {"name": value} if isinstance(value, str) else dict(value)
+    base = values.get("name", "s3")
+    if base not in RECIPES:
+        raise ValueError(f"unknown CT recipe {base!r}; known: {', '.join(RECIPES)}")
+    known = {f.name for f in dataclasses.fields(CTRecipe)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"CT recipe: unknown field(s) {unknown}; allowed: {sorted(known)}")
+    if isinstance(values.get("window"), list):
+        values["window"] = tuple(values["window"])
+    return dataclasses.replace(RECIPES[base], **values)
 
 
 def trim_volume(volume: Volume, keep_fraction: float = 0.5) -> Volume:

@@ -85,6 +85,7 @@ def pretrain_nodule(
         root=str(root),
         extra=[],
         split=options["split"],
+        split_file=None,
         mask_names=options["mask_names"],
         label_names=[],
         label_map={},

@@ -73,12 +73,12 @@ def medseg_download(root, tr_mask=None):
 
 def test_medseg_download_layout(tmp_path):
     adapter = MedSegCovidCt(medseg_download(tmp_path))
-    assert adapter.layout == "medseg" and adapter.splits() == ("test", "train")
+    assert adapter.layout == "medseg" and adapter.splits() == ("train", "unlabelled")
     records = list(adapter.records())
-    assert [r.key for r in records] == [
-        "rp_1/0000", "rp_1/0001", "tr/0000", "tr/0001", "tr/0002", "val/0000", "val/0001",
-    ]  # fmt: skip
-    by_key = {r.key: r for r in records}
+    assert [r.key for r in records] == ["rp_1/0000", "rp_1/0001", "tr/0000", "tr/0001", "tr/0002"]
+    unlabelled = list(adapter.records("unlabelled"))
+    assert [r.key for r in unlabelled] == ["val/0000", "val/0001"]
+    by_key = {r.key: r for r in records + unlabelled}
     assert [by_key[f"tr/000{k}"].labels for k in range(3)] == [
         ("ggo",),
         ("ggo", "consolidation"),
@@ -92,7 +92,7 @@ def test_medseg_download_layout(tmp_path):
     assert by_key["tr/0002"].masks["infection"].sum() == 0  # effusion is not lung infection
     assert (tr1.split, tr1.patient_id, tr1.volume_id, tr1.slice_index) == ("train", None, None, 1)
     assert tr1.source == "medseg"
-    assert by_key["val/0001"].masks == {} and by_key["val/0001"].split == "test"
+    assert by_key["val/0001"].masks == {} and by_key["val/0001"].split == "unlabelled"
     rp = by_key["rp_1/0001"]
     assert (rp.volume_id, rp.source, rp.split, rp.labels) == (
         "rp_1",
@@ -103,7 +103,6 @@ def test_medseg_download_layout(tmp_path):
     # LPS storage: canonical = stored[::-1, ::-1]; stored voxel (4, 0) -> canonical (1, 4) -> display (0, 4)
     assert rp.masks["consolidation"][0, 4] == 1 and rp.masks["consolidation"].sum() == 1
     assert rp.masks["lung"].all() and rp.spacing_mm == pytest.approx((0.7, 0.7))
-    assert [r.key for r in adapter.records("test")] == ["val/0000", "val/0001"]
     (volume,) = adapter.volumes()
     assert volume.key == "rp_1" and volume.image.shape == (6, 5, 2) and sorted(volume.masks) == [
         "consolidation", "effusion", "ggo", "infection", "lung",

@@ -190,9 +190,10 @@ def test_medseg_phantom_read_by_the_real_adapter(phantom_root):
     root = phantom_root / "medseg"
     truth = _truth(root)["cases"]
     adapter = MedSegCovidCt(root)
-    assert adapter.layout == "medseg" and adapter.splits() == ("test", "train")
+    assert adapter.layout == "medseg" and adapter.splits() == ("train", "unlabelled")
     train = list(adapter.records("train"))
-    test = list(adapter.records("test"))
+    assert [r.key for r in adapter.records()] == [r.key for r in train]  # unlabelled only by name
+    test = list(adapter.records("unlabelled"))
     tr = [r for r in train if r.key.startswith("tr/")]
     rp = [r for r in train if r.key.startswith("rp_1/")]
     assert len(tr) == len(truth["tr_slices"]) and len(rp) == 16

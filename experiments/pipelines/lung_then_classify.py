@@ -1,0 +1,335 @@
+"""S4: segment the lungs of chest X-rays, then classify the original image, the lungs only, or the image
+without its lungs (`pipeline: lung_then_classify`).
+
+Rows `s4_<classifier>_<variant>`; `pipeline_options`:
+- `variant`: "original", "segmented_lung" (outside the predicted lungs set to 0) or "without_lung"
+  (the predicted lungs set to 0);
+- `lung_segmenter`: {name (decoder, "fpn"), encoder ("densenet121"), epochs, weights (default: the
+  row's `model.weights`), options (builder keyword options)}.
+
+Steps:
+1. The lung segmenter is trained on the row's TFRecords' `lung` masks (threshold chosen on val) and
+   evaluated on test, once: it is cached under `cache_dir/lung_segmenter-<fingerprint>`, so the nine
+   rows share it.
+2. Every record of every split is segmented with it, and the three variants are written as TFRecord
+   folders (same splits, shards, keys, labels and patient ids; masks as they were) under
+   `cache_dir/lung_variants-<fingerprint>/<variant>`, also once. The variants use the PREDICTED masks,
+   as a user's new images would: a classifier that does well "without lungs" looks at a shortcut.
+3. The row's classifier is trained and evaluated on its variant in `run_dir`; the summary adds the
+   segmenter's test Dice (`lung_dice`, per image) and `variants.png` shows one test image per class in
+   the three variants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from classification.train import train_classifier
+from common.plots import plt, save_figure
+from experiments.config import ExperimentConfig
+from experiments.data import PreparedData
+from experiments.pipelines.ct_recipe import predicted_masks
+from experiments.run_folder import write_json
+from experiments.tasks import (
+    Summary,
+    classification_config,
+    segmentation_config,
+    summarize_classification,
+    summarize_segmentation,
+)
+from segmentation.evaluate import evaluate_segmenter
+from segmentation.predict import Segmenter, load_segmenter
+from segmentation.train import train_segmenter
+from tfrecords import schema
+from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
+from tfrecords.reader import read_examples
+
+VARIANTS = ("original", "segmented_lung", "without_lung")
+DONE = "done.json"
+PREDICT_BATCH = 32
+Example = dict[str, Any]  # one decoded example of `tfrecords.reader.read_examples`
+
+
+@dataclass(frozen=True)
+class LungSegmenterOptions:
+    """`pipeline_options.lung_segmenter`: the decoder, encoder, epochs, encoder weights, builder options."""
+
+    name: str = "fpn"
+    encoder: str = "densenet121"
+    epochs: int = 10
+    weights: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> LungSegmenterOptions:
+        values = dict(config.pipeline_options.get("lung_segmenter") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"pipeline_options.lung_segmenter: unknown key(s) {unknown}; allowed: {sorted(known)}"
+            )
+        values.setdefault("weights", config.model.weights)
+        return cls(**values)
+
+
+def make_variants(image: np.ndarray, lung_mask: np.ndarray) -> dict[str, np.ndarray]:
+    """The three inputs of one image: (H, W) uint8/uint16 image, (H, W) {0, 1} lung mask -> name ->
+    (H, W) array of the image's dtype: original, segmented_lung = image * mask, without_lung =
+    image * (1 - mask)."""
+    if lung_mask.shape != image.shape[:2]:
+        raise ValueError(f"lung mask has shape {lung_mask.shape}, image has {image.shape[:2]}")
+    if not np.isin(lung_mask, (0, 1)).all():
+        raise ValueError("the lung mask must hold only 0 and 1")
+    mask = lung_mask.astype(image.dtype)
+    return {"original": image, "segmented_lung": image * mask, "without_lung": image * (1 - mask)}
+
+
+def _fingerprint(payload: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _data_fingerprint(manifest: Manifest) -> list[str]:
+    return [shard.sha256 for split in sorted(manifest.splits) for shard in manifest.split(split).shards]
+
+
+def train_lung_segmenter(
+    config: ExperimentConfig,
+    manifest: Manifest,
+    cache_dir: Path,
+    strategy,
+    options: LungSegmenterOptions,
+) -> tuple[Path, dict[str, Any]]:
+    """Trains (once; cached by a fingerprint of data, model and training settings) the lung segmenter
+    and evaluates it on test. Returns (best.keras path, the test metrics.json)."""
+    replicas = strategy.num_replicas_in_sync
+    training = dataclasses.replace(config.training, epochs=options.epochs, fine_tune_epochs=0)
+    seg_config = segmentation_config(
+        config,
+        str(manifest.directory),
+        Path("."),
+        replicas,
+        mask_names=("lung",),
+        multiclass=False,
+        decoder=options.name,
+        encoder=options.encoder,
+        encoder_weights=options.weights,
+        model_options=dict(options.options),
+        loss="bce_dice",
+        training=training,
+    )
+    settings = {key: value for key, value in seg_config.to_dict().items() if key not in ("data", "run_dir")}
+    key = _fingerprint({"data": _data_fingerprint(manifest), "settings": settings})
+    run_dir = cache_dir / f"lung_segmenter-{key}"
+    best = run_dir / "best.keras"
+    if (run_dir / DONE).is_file():
+        return best, json.loads((run_dir / "eval" / "metrics.json").read_text())
+    seg_config = dataclasses.replace(seg_config, run_dir=str(run_dir))
+    train_segmenter(seg_config, strategy)
+    metrics = evaluate_segmenter(
+        load_segmenter(best),
+        manifest.directory,
+        run_dir / "eval",
+        batch_size=seg_config.batch_size,
+        seed=config.runtime.seed,
+    )
+    write_json(run_dir / DONE, {"tfrecords": str(manifest.directory), "settings": settings})
+    return best, metrics
+
+
+def lung_masks(segmenter: Segmenter, images: list[np.ndarray], image_max: float) -> np.ndarray:
+    """Stored images (each (H, W) of one size) -> (N, H, W) uint8 predicted lung masks. Inputs are
+    prepared as `tfrecords.reader.make_dataset` does: value / image_max, bilinear resize, channels."""
+    height, width = segmenter.input_size
+    inputs = np.stack(
+        [
+            cv2.resize(image.astype(np.float32) / image_max, (width, height), interpolation=cv2.INTER_LINEAR)
+            for image in images
+        ]
+    )
+    inputs = np.repeat(inputs[..., None], segmenter.channels, axis=-1)
+    return predicted_masks(segmenter, inputs, images[0].shape[:2])
+
+
+def _batches(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
+    """Batches of one shard's examples and of one image shape (so that they stack)."""
+    key = lambda example: (example["shard"], example["image"].shape)  # noqa: E731
+    for _, group in itertools.groupby(examples, key=key):
+        group = iter(group)
+        while batch := list(itertools.islice(group, size)):
+            yield batch
+
+
+def example_bytes(example: Example, image: np.ndarray, mask_names: tuple[str, ...]) -> bytes:
+    """The serialized example of a decoded `read_examples` record with its image replaced."""
+    masks = example["masks"]
+    return schema.build_example(
+        image_png=schema.encode_png(image),
+        mask_pngs={name: schema.encode_png(masks[name]) if name in masks else b"" for name in mask_names},
+        label_indices=example["label_indices"],
+        strings={name: example[name] for name in schema.STRING_FIELDS},
+        slice_index=example["slice_index"],
+        synthetic=example["synthetic"],
+        original_shape=example["original_shape"],
+    )
+
+
+ImageTransform = Callable[[list[Example]], dict[str, list[np.ndarray]]]
+
+
+def rewrite_images(
+    source: Manifest,
+    out_dir: Path,
+    names: tuple[str, ...],
+    transform: ImageTransform,
+    note: Mapping[str, Any],
+) -> dict[str, Manifest]:
+    """Writes `out_dir/<name>` TFRecord folders that copy `source` (splits, shards, record order, labels,
+    masks, strings) with each image replaced by `transform(batch)[name]`; `note` is added to each
+    manifest's `preprocess`. Written in a staging folder, then renamed to `out_dir` (which must not exist).
+
+    (A generic re-writer of decoded records; it belongs in `tfrecords.writer`.)
+    """
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        for name in names:
+            (staging / name).mkdir()
+        for split in sorted(source.splits):
+            writers = {
+                (name, shard.name): tf.io.TFRecordWriter(str(staging / name / shard.name))
+                for name in names
+                for shard in source.split(split).shards
+            }
+            for batch in _batches(read_examples(source, split), PREDICT_BATCH):
+                images = transform(batch)
+                for name in names:
+                    writer = writers[(name, batch[0]["shard"])]
+                    for example, image in zip(batch, images[name], strict=True):
+                        writer.write(example_bytes(example, image, source.mask_names))
+            for writer in writers.values():
+                writer.close()
+        manifests = {name: _copy_manifest(source, staging / name, note | {"variant": name}) for name in names}
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {
+        name: dataclasses.replace(manifest, directory=out_dir / name) for name, manifest in manifests.items()
+    }
+
+
+def _copy_manifest(source: Manifest, folder: Path, note: Mapping[str, Any]) -> Manifest:
+    """Writes `folder/manifest.json`: `source`'s, with the shard sizes and hashes of `folder`."""
+    splits = {
+        split: dataclasses.replace(
+            info,
+            shards=tuple(
+                ShardInfo(
+                    shard.name,
+                    shard.count,
+                    (folder / shard.name).stat().st_size,
+                    sha256_file(folder / shard.name),
+                )
+                for shard in info.shards
+            ),
+        )
+        for split, info in source.splits.items()
+    }
+    manifest = dataclasses.replace(
+        source, preprocess={**source.preprocess, **note}, splits=splits, directory=folder
+    )
+    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def write_variants(manifest: Manifest, segmenter_path: Path, cache_dir: Path) -> dict[str, Path]:
+    """The three variant TFRecord folders of `manifest` from the predicted lung masks (cached)."""
+    key = _fingerprint({"data": _data_fingerprint(manifest), "segmenter": sha256_file(segmenter_path)})
+    out_dir = cache_dir / f"lung_variants-{key}"
+    if not all((out_dir / name / MANIFEST_NAME).is_file() for name in VARIANTS):
+        segmenter = load_segmenter(segmenter_path)
+        image_max = float(np.iinfo(manifest.image_dtype).max)
+
+        def transform(batch: list[Example]) -> dict[str, list[np.ndarray]]:
+            masks = lung_masks(segmenter, [example["image"] for example in batch], image_max)
+            variants = [
+                make_variants(example["image"], mask) for example, mask in zip(batch, masks, strict=True)
+            ]
+            return {name: [variant[name] for variant in variants] for name in VARIANTS}
+
+        note = {"lung_segmenter": str(segmenter_path), "lung_threshold": list(segmenter.threshold.thresholds)}
+        rewrite_images(manifest, out_dir, VARIANTS, transform, note)
+    return {name: out_dir / name for name in VARIANTS}
+
+
+def plot_variants(folders: Mapping[str, Path], out_path: Path, split: str = "test") -> Path:
+    """`variants.png`: one image per class (rows, the first of each in `split`) in each variant (columns)."""
+    first: dict[str, dict[str, np.ndarray]] = {}
+    for name, folder in folders.items():
+        for example in read_examples(load_manifest(folder), split):
+            label = "+".join(example["labels"]) or "unlabelled"
+            first.setdefault(label, {}).setdefault(name, example["image"])
+    labels = sorted(first)
+    figure, axes = plt.subplots(
+        len(labels), len(folders), figsize=(2.4 * len(folders), 2.4 * len(labels)), squeeze=False
+    )
+    for row, label in enumerate(labels):
+        for column, name in enumerate(folders):
+            axis = axes[row][column]
+            axis.imshow(first[label][name], cmap="gray")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(name.replace("_", " "))
+            if column == 0:
+                axis.set_ylabel(label)
+    figure.tight_layout()
+    return save_figure(figure, out_path)
+
+
+def run(context, prepared: PreparedData) -> Summary:
+    """One S4 row: the cached lung segmenter and variants, then the classifier on the row's variant."""
+    config = context.config
+    variant = config.pipeline_options.get("variant")
+    if variant not in VARIANTS:
+        raise ValueError(f"pipeline_options.variant must be one of {VARIANTS}, got {variant!r}")
+    manifest = prepared.manifests[0]
+    options = LungSegmenterOptions.from_config(config)
+    segmenter_path, seg_metrics = train_lung_segmenter(
+        config, manifest, context.cache_dir, context.strategy, options
+    )
+    folders = write_variants(manifest, segmenter_path, context.cache_dir)
+    plot_variants(folders, context.run_dir / "variants.png")
+    replicas = context.strategy.num_replicas_in_sync
+    run_config = classification_config(config, [str(folders[variant])], context.run_dir, replicas)
+    result = train_classifier(run_config, context.strategy)
+    summary = summarize_classification(result["metrics"])
+    lung = summarize_segmentation(seg_metrics)
+    summary["lung_dice"] = lung["dice_lung"]
+    summary["lung_dice_pooled"] = lung["dice_lung_pooled"]
+    write_json(
+        context.run_dir / "lung_segmenter.json",
+        {
+            "model": str(segmenter_path),
+            "variant": variant,
+            "variant_tfrecords": str(folders[variant]),
+            "threshold": seg_metrics.get("threshold"),
+            "lung_dice": lung["dice_lung"],
+        },
+    )
+    return summary
