@@ -1,0 +1,140 @@
+"""Command line: `python -m classification train|evaluate|predict|uncertainty ...`.
+
+    python -m classification train --config CFG.yaml [--set training.epochs=3 ...]
+    python -m classification evaluate --run RUN_DIR [--model M.keras] [--out DIR]
+    python -m classification predict MODEL INPUT OUT.csv [--preprocess SPEC]
+    python -m classification uncertainty --run RUN_DIR --method ensemble --models A.keras B.keras
+    python -m classification uncertainty --run RUN_DIR --method mc_dropout --samples 20
+
+Bad input (a DataError, a bad config or option) prints one line `error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_prep.errors import DataError
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """["training.epochs=3", ...] -> {"training.epochs": 3}; values are parsed as YAML."""
+    result = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m classification",
+        description="Train, evaluate and apply COVID-19 CT / X-ray classifiers.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train (or resume) a classifier, then evaluate it on test")
+    train.add_argument("--config", required=True, help="YAML run config (see classification.train)")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. training.epochs=3"
+    )
+    train.add_argument("--no-evaluate", action="store_true", help="skip the test evaluation")
+
+    evaluate = commands.add_parser("evaluate", help="threshold on validation, metrics with CIs on test")
+    evaluate.add_argument("--run", required=True, help="run folder (with config.yaml)")
+    evaluate.add_argument("--model", help="model file (default RUN/best.keras)")
+    evaluate.add_argument("--out", help="output folder (default RUN/eval)")
+    evaluate.add_argument("--criterion", default=None, help="youden | f1 | accuracy (default: the config's)")
+    evaluate.add_argument("--n-resamples", type=int, default=None, help="bootstrap resamples")
+
+    predict = commands.add_parser("predict", help="classify a folder of images or a NIfTI volume")
+    predict.add_argument(
+        "model", help=".keras model (in a run folder: its preprocessing and threshold are used)"
+    )
+    predict.add_argument("input", help="folder of images, or a .nii / .nii.gz volume")
+    predict.add_argument("out_csv", help="output CSV")
+    predict.add_argument("--preprocess", default=None, metavar="SPEC", help='e.g. "window=lung,clahe"')
+    predict.add_argument(
+        "--modality", default="ct", choices=("ct", "xray"), help="modality of image-folder input"
+    )
+
+    uncertainty = commands.add_parser(
+        "uncertainty", help="ensemble or MC-dropout entropy and coverage-accuracy"
+    )
+    uncertainty.add_argument("--run", required=True, help="run folder whose data config is used")
+    uncertainty.add_argument("--method", choices=("ensemble", "mc_dropout"), default="mc_dropout")
+    uncertainty.add_argument("--models", nargs="+", help="ensemble members (default RUN/best.keras)")
+    uncertainty.add_argument("--samples", type=int, default=20, help="MC-dropout passes")
+    uncertainty.add_argument("--out", help="output folder (default RUN/uncertainty_<method>)")
+    uncertainty.add_argument("--n-resamples", type=int, default=None, help="bootstrap resamples")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any] | None:
+    import keras
+
+    from classification.train import load_run_config, train_classifier
+
+    if args.command == "train":
+        config = load_run_config(args.config, _overrides(args.set))
+        result = train_classifier(config, evaluate=not args.no_evaluate)
+        return result["metrics"]
+    if args.command == "predict":
+        from classification.predict import predict
+
+        frame = predict(args.model, args.input, args.out_csv, args.preprocess, args.modality)
+        print(f"wrote {args.out_csv}: {len(frame)} predictions")
+        return None
+    run = Path(args.run)
+    config = load_run_config(run / "config.yaml")
+    options = {
+        "n_resamples": args.n_resamples or config.evaluation.n_resamples,
+        "seed": config.evaluation.seed,
+        "criterion": getattr(args, "criterion", None) or config.evaluation.criterion,
+        "run_dir": run,
+    }
+    if args.command == "evaluate":
+        from classification.evaluate import evaluate_model
+
+        model = keras.models.load_model(args.model or run / "best.keras")
+        return evaluate_model(model, config.data, args.out or run / "eval", **options)
+    from classification.uncertainty import evaluate_uncertainty
+
+    models = [keras.models.load_model(path) for path in (args.models or [run / "best.keras"])]
+    out = args.out or run / f"uncertainty_{args.method}"
+    return evaluate_uncertainty(models, config.data, out, args.method, args.samples, **options)
+
+
+def _headline(report: dict[str, Any]) -> str:
+    """A short summary of a report's overall metrics for the terminal."""
+    overall = report["overall"]
+    if "macro" in overall:
+        overall = {f"macro_{k}": {"value": v} for k, v in overall["macro"].items()}
+    shown = {k: v["value"] for k, v in overall.items() if isinstance(v, dict) and "value" in v}
+    return json.dumps({"split": report["split"], "n": report["n"], **shown}, indent=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        report = _run(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    if report is not None:
+        print(_headline(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

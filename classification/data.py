@@ -1,0 +1,238 @@
+"""Classification inputs from one or more TFRecord folders (written by `python -m tfrecords write`).
+
+Several folders (e.g. a CT set and an X-ray set for the S0 multi-modal classifier) are mixed into one
+stream; `label_map` renames each folder's labels onto the run's class names (e.g. "COVID-19" ->
+"COVID", "Normal" -> "NonCOVID"). Targets:
+- "binary": float32 (B, 1), 1.0 for `positive_label`;
+- "multiclass": int32 (B,) class index into `class_names`;
+- "multilabel": float32 (B, K) multi-hot over `class_names`.
+Images are float32 (B, H, W, channels) in [0, 1]: the classifiers scale inside the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from tfrecords.augment import AugmentConfig
+from tfrecords.manifest import Manifest, load_manifest
+from tfrecords.reader import META_FIELDS, make_dataset
+
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed.
+
+    tfrecords: one folder or several (mixed by sampling in proportion to their sizes).
+    class_names: the run's classes in output order; default: the first folder's manifest labels.
+    label_map: source label -> class name, for folders whose labels differ from `class_names`.
+    positive_label: "binary" only; the class whose probability the model outputs (default: class_names[0]).
+    splits: the manifest split names used for training, validation (model and threshold selection) and test.
+    balanced_sampling: draw every class equally often in training (instead of class weights).
+    mask_label_min_pixels: "multilabel" only: each class is the mask of the same name, present in an
+    image when that mask has at least this many pixels at the stored resolution (the S0 manifestation
+    recogniser); None: the manifest's labels.
+    deterministic: fixed training order and tf.data autotuning off (tests, exact reproduction);
+    evaluation passes are always deterministic.
+    """
+
+    tfrecords: str | list[str]
+    task: str = "binary"
+    class_names: list[str] | None = None
+    label_map: dict[str, str] = field(default_factory=dict)
+    positive_label: str | None = None
+    image_size: int = 224
+    channels: int = 3
+    batch_size: int = 16
+    augment: dict[str, Any] | None = None
+    cache: bool = True
+    balanced_sampling: bool = False
+    seed: int = 0
+    mask_label_min_pixels: int | None = None
+    deterministic: bool = False
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+        self.folders = [self.tfrecords] if isinstance(self.tfrecords, str | Path) else list(self.tfrecords)
+        self.manifests = [load_manifest(folder) for folder in self.folders]
+        if self.class_names is None:
+            self.class_names = list(self.manifests[0].label_names)
+        if self.task == "binary":
+            if len(self.class_names) != 2:
+                raise ValueError(f"binary task needs 2 class names, got {self.class_names}")
+            self.positive_label = self.positive_label or self.class_names[0]
+            if self.positive_label not in self.class_names:
+                raise ValueError(f"positive_label {self.positive_label!r} is not in {self.class_names}")
+        if self.mask_label_min_pixels is not None:
+            self._check_mask_labels()
+            return
+        for manifest in self.manifests:
+            self.class_indices(manifest)  # fails early on an unmapped label
+
+    def _check_mask_labels(self) -> None:
+        if self.task != "multilabel":
+            raise ValueError("mask_label_min_pixels derives multi-label targets; set task: multilabel")
+        if self.mask_label_min_pixels < 1:
+            raise ValueError(f"mask_label_min_pixels must be >= 1, got {self.mask_label_min_pixels}")
+        for manifest in self.manifests:
+            missing = sorted(set(self.class_names) - set(manifest.mask_names))
+            if missing:
+                raise ValueError(
+                    f"{manifest.directory}: no mask(s) {missing} for mask-derived labels; masks: {list(manifest.mask_names)}"
+                )
+
+    @property
+    def output_names(self) -> list[str]:
+        """One name per model output unit: the positive class for binary, else every class."""
+        return [self.positive_label] if self.task == "binary" else list(self.class_names)
+
+    def class_indices(self, manifest: Manifest) -> list[int]:
+        """For each manifest label (in manifest order), the index of its class in `class_names`."""
+        indices = []
+        for label in manifest.label_names:
+            name = self.label_map.get(label, label)
+            if name not in self.class_names:
+                raise ValueError(
+                    f"{manifest.directory}: label {label!r} maps to no class of {self.class_names}; add it to label_map"
+                )
+            indices.append(self.class_names.index(name))
+        return indices
+
+    def class_counts(self, split: str) -> list[int]:
+        """Records per class (in `class_names` order) of one split over all folders."""
+        counts = [0] * len(self.class_names)
+        for manifest in self.manifests:
+            for label, index in zip(manifest.label_names, self.class_indices(manifest), strict=True):
+                counts[index] += manifest.split(split).class_counts.get(label, 0)
+        return counts
+
+
+def load_split(
+    config: DataConfig, split: str, training: bool = False, with_meta: bool = False
+) -> tf.data.Dataset:
+    """Batches of (image, target) or (image, target, meta) for one split of every folder.
+
+    training: shuffle, augment (when configured) and, with `balanced_sampling`, repeat forever with
+    classes drawn equally often (pass steps_per_epoch to fit). Otherwise a deterministic single pass.
+    """
+    streams, sizes = [], []
+    from_masks = config.mask_label_min_pixels is not None
+    for manifest in config.manifests:
+        source_task = "multilabel" if config.task == "multilabel" else "classification"
+        stream = make_dataset(
+            manifest,
+            split,
+            task="segmentation" if from_masks else source_task,
+            batch_size=config.batch_size,
+            image_size=None if from_masks else config.image_size,  # masks are counted as stored
+            augment=AugmentConfig(**config.augment) if training and config.augment else None,
+            shuffle=training,
+            cache=config.cache,
+            seed=config.seed,
+            deterministic=config.deterministic or not training,
+            channels=config.channels,
+            label_names=manifest.label_names if source_task == "multilabel" and not from_masks else None,
+            mask_names=config.class_names if from_masks else None,
+            with_meta=True,
+        )
+        mapper = _mask_label_mapper(config) if from_masks else _target_mapper(config, manifest)
+        streams.append(stream.unbatch().map(mapper))
+        sizes.append(manifest.split(split).count)
+    if training and config.balanced_sampling:
+        if config.task == "multilabel":
+            raise ValueError("balanced_sampling needs one class per image; it is not defined for multilabel")
+        dataset = _balanced(streams, len(config.class_names), config)
+    elif len(streams) == 1:
+        dataset = streams[0]
+    elif training:
+        weights = [size / sum(sizes) for size in sizes]
+        dataset = tf.data.Dataset.sample_from_datasets(streams, weights, seed=config.seed)
+    else:
+        dataset = streams[0]
+        for stream in streams[1:]:
+            dataset = dataset.concatenate(stream)
+    if not with_meta:
+        dataset = dataset.map(lambda image, target, meta: (image, target))
+    dataset = dataset.batch(config.batch_size)
+    if not (training and config.balanced_sampling):  # tells Keras the epoch length
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps_per_epoch(config, split)))
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.with_options(_options(deterministic=config.deterministic or not training))
+
+
+def steps_per_epoch(config: DataConfig, split: str) -> int:
+    """Batches in one pass over `split` of every folder (for the endless balanced stream)."""
+    total = sum(manifest.split(split).count for manifest in config.manifests)
+    return max(1, -(-total // config.batch_size))
+
+
+def _target_mapper(config: DataConfig, manifest: Manifest):
+    """(image, source target, meta) -> (image, run target, meta), see the module docstring."""
+    to_class = tf.constant(config.class_indices(manifest), tf.int32)
+    num_classes = len(config.class_names)
+    positive = config.class_names.index(config.positive_label) if config.task == "binary" else -1
+
+    def remap(image: tf.Tensor, target: tf.Tensor, meta: dict[str, tf.Tensor]):
+        if config.task == "multilabel":
+            hot = target[:, None] * tf.one_hot(to_class, num_classes, dtype=tf.float32)
+            target = tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
+        else:
+            target = tf.gather(to_class, target)
+            if config.task == "binary":
+                target = tf.cast(tf.equal(target, positive), tf.float32)[None]
+        return image, target, meta
+
+    return remap
+
+
+def _mask_label_mapper(config: DataConfig):
+    """(image, masks (H, W, K), meta) -> (image resized to image_size, (K,) float32 presence, meta)."""
+    size = (config.image_size, config.image_size)
+
+    def to_labels(image: tf.Tensor, masks: tf.Tensor, meta: dict[str, tf.Tensor]):
+        present = tf.reduce_sum(masks, axis=(0, 1)) >= float(config.mask_label_min_pixels)
+        return tf.image.resize(image, size, method="bilinear"), tf.cast(present, tf.float32), meta
+
+    return to_labels
+
+
+def _balanced(streams: list[tf.data.Dataset], num_classes: int, config: DataConfig) -> tf.data.Dataset:
+    """An endless stream drawing each class with probability 1 / K."""
+    mixed = streams[0]
+    for stream in streams[1:]:
+        mixed = mixed.concatenate(stream)
+
+    def class_of(target: tf.Tensor) -> tf.Tensor:
+        return tf.cast(target[0], tf.int32) if config.task == "binary" else target
+
+    per_class = [
+        mixed.filter(lambda image, target, meta, k=k: tf.equal(class_of(target), k)).repeat()
+        for k in (range(2) if config.task == "binary" else range(num_classes))
+    ]
+    return tf.data.Dataset.sample_from_datasets(per_class, seed=config.seed)
+
+
+def _options(deterministic: bool) -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    options.autotune.enabled = not deterministic
+    return options
+
+
+def meta_frame(batches_meta: Sequence[Mapping[str, np.ndarray]]) -> pd.DataFrame:
+    """Concatenates per-batch meta dicts (bytes arrays) into a DataFrame of str columns META_FIELDS."""
+    columns = {
+        name: [value.decode() for batch in batches_meta for value in np.asarray(batch[name]).ravel()]
+        for name in META_FIELDS
+    }
+    return pd.DataFrame(columns)

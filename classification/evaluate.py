@@ -1,0 +1,417 @@
+"""Evaluation of a classifier on one split: metrics with bootstrap 95% CIs, overall and per modality
+and per source collection, plots, `metrics.json` and per-image `predictions.csv`.
+
+The decision threshold of a binary (or multi-label) model is chosen on the VALIDATION split
+(`classification.metrics.choose_threshold` refuses any other split) and then applied to the test
+split; `evaluate_predictions` refuses a threshold chosen on the split it evaluates. Multi-class
+models predict the argmax and take no threshold.
+
+Bootstrap: percentile intervals over 1,000 resamples by default, resampling whole patients where a
+record has a patient id (records without one count as their own group).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from classification import metrics as m
+from classification.data import DataConfig, load_split, meta_frame
+from common import plots
+from common.bootstrap import bootstrap_cis
+from common.training import read_history
+
+GROUP_COLUMNS = {"by_modality": "modality", "by_source": "source"}
+DEFINITIONS = {
+    "threshold_rule": "positive when probability >= threshold",
+    "precision": "TP / (TP + FP)",
+    "recall": "sensitivity = TP / (TP + FN)",
+    "specificity": "TN / (TN + FP)",
+    "f1": "2 TP / (2 TP + FP + FN)",
+    "roc_auc": "trapezoidal area under the ROC curve, tied scores grouped (Mann-Whitney, ties 1/2)",
+    "pr_auc": "average precision: sum_k (R_k - R_(k-1)) P_k over distinct thresholds",
+    "macro": "unweighted mean over classes of the one-vs-rest metric (classes where it is defined)",
+    "undefined": "a ratio with a zero denominator is null",
+    "ci": "95% percentile bootstrap, whole patients resampled where patient ids exist",
+}
+
+
+@dataclass
+class Predictions:
+    """Per-image model outputs on one split.
+
+    probabilities: (N, K) float; K = 1 for binary (P(positive)), else one column per class.
+    targets: binary (N,) {0, 1}; multiclass (N,) class index; multilabel (N, K) {0, 1}.
+    meta: DataFrame with columns key, patient_id, modality, source, path (str, "" = unknown).
+    extra: further per-image arrays with N rows (e.g. uncertainty), written to predictions.csv.
+    """
+
+    split: str
+    task: str
+    output_names: list[str]
+    class_names: list[str]
+    probabilities: np.ndarray
+    targets: np.ndarray
+    meta: pd.DataFrame
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def subset(self, rows: np.ndarray) -> Predictions:
+        """The predictions of the selected rows (boolean mask or indices)."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows)
+        return Predictions(
+            self.split,
+            self.task,
+            self.output_names,
+            self.class_names,
+            self.probabilities[rows],
+            self.targets[rows],
+            self.meta.iloc[rows].reset_index(drop=True),
+            {name: values[rows] for name, values in self.extra.items()},
+        )
+
+    @property
+    def bootstrap_groups(self) -> np.ndarray:
+        """Patient id where known, else the record key (its own group)."""
+        patients = self.meta["patient_id"].to_numpy(dtype=object)
+        keys = ("key:" + self.meta["key"]).to_numpy(dtype=object)
+        return np.where(patients != "", patients, keys)
+
+
+PredictFn = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+
+
+def model_predict_fn(model: keras.Model) -> PredictFn:
+    """images (B, H, W, C) -> {"probability": (B, K)} from one deterministic forward pass."""
+    return lambda images: {"probability": np.asarray(model.predict_on_batch(images), dtype=np.float64)}
+
+
+def collect_predictions(predict_fn: PredictFn, config: DataConfig, split: str) -> Predictions:
+    """Runs `predict_fn` over one split (deterministic order) and gathers outputs, targets and meta.
+
+    predict_fn returns "probability" (B, K) and optionally further (B, ...) arrays kept in `extra`.
+    """
+    outputs: dict[str, list[np.ndarray]] = {}
+    targets, metas = [], []
+    for images, batch_targets, meta in load_split(config, split, with_meta=True).as_numpy_iterator():
+        for name, values in predict_fn(images).items():
+            outputs.setdefault(name, []).append(np.asarray(values))
+        targets.append(batch_targets)
+        metas.append(meta)
+    if not targets:
+        raise ValueError(f"split {split!r} has no records")
+    stacked = {name: np.concatenate(values) for name, values in outputs.items()}
+    target_array = np.concatenate(targets)
+    if config.task == "binary":
+        target_array = target_array.reshape(-1).astype(np.int64)
+    return Predictions(
+        split=split,
+        task=config.task,
+        output_names=config.output_names,
+        class_names=list(config.class_names),
+        probabilities=stacked.pop("probability").reshape(len(target_array), -1),
+        targets=target_array.astype(np.int64),
+        meta=meta_frame(metas),
+        extra=stacked,
+    )
+
+
+def choose_thresholds(
+    validation: Predictions, criterion: str = "youden"
+) -> m.ThresholdChoice | list[m.ThresholdChoice] | None:
+    """The decision threshold(s) from validation predictions: one for binary, one per class for
+    multi-label, None for multi-class (argmax)."""
+    if validation.task == "binary":
+        return m.choose_threshold(
+            validation.targets, validation.probabilities[:, 0], validation.split, criterion
+        )
+    if validation.task == "multilabel":
+        return [
+            m.choose_threshold(
+                validation.targets[:, k], validation.probabilities[:, k], validation.split, criterion
+            )
+            for k in range(len(validation.output_names))
+        ]
+    return None
+
+
+def evaluate_predictions(
+    predictions: Predictions,
+    threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The metrics report of one split: "overall", then "by_modality"/"by_source" when the records
+    come from more than one modality/source. Each metric is {"value", "ci_low", "ci_high"}.
+
+    threshold: a `ThresholdChoice` (binary), one per class (multilabel) or None (multiclass). A
+    threshold chosen on `predictions.split` raises ValueError.
+    """
+    choices = _check_thresholds(predictions, threshold)
+    report: dict[str, Any] = {
+        "split": predictions.split,
+        "task": predictions.task,
+        "n": len(predictions.targets),
+        "class_names": predictions.class_names,
+        "output_names": predictions.output_names,
+        "thresholds": [asdict(choice) for choice in choices],
+        "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
+        "definitions": DEFINITIONS,
+        "overall": _summary(predictions, choices, n_resamples, seed),
+    }
+    for section, column in GROUP_COLUMNS.items():
+        values = sorted(v for v in predictions.meta[column].unique() if v)
+        if len(values) > 1:
+            report[section] = {
+                value: _summary(
+                    predictions.subset((predictions.meta[column] == value).to_numpy()),
+                    choices,
+                    n_resamples,
+                    seed,
+                )
+                for value in values
+            }
+    return report
+
+
+def _check_thresholds(
+    predictions: Predictions, threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None
+) -> list[m.ThresholdChoice]:
+    if predictions.task == "multiclass":
+        if threshold is not None:
+            raise ValueError("multiclass predictions use the argmax; pass threshold=None")
+        return []
+    if threshold is None:
+        raise ValueError(f"{predictions.task} predictions need a threshold chosen on validation data")
+    choices = [threshold] if isinstance(threshold, m.ThresholdChoice) else list(threshold)
+    if len(choices) != len(predictions.output_names):
+        raise ValueError(f"{len(choices)} thresholds for {len(predictions.output_names)} outputs")
+    for choice in choices:
+        choice.check_applicable_to(predictions.split)
+    return choices
+
+
+def _summary(
+    predictions: Predictions, choices: list[m.ThresholdChoice], n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Point values with bootstrap CIs (plus counts and the confusion matrix) for one subset."""
+    groups = predictions.bootstrap_groups
+    probabilities, targets = predictions.probabilities, predictions.targets
+    if predictions.task == "binary":
+        threshold = choices[0].threshold
+
+        def metric_fn(labels, scores):
+            values = m.binary_metrics(labels, scores, threshold)
+            return {name: values[name] for name in m.BINARY_METRICS}
+
+        summary = _with_ci(metric_fn, targets, probabilities[:, 0], groups, n_resamples, seed)
+        counts = m.binary_metrics(targets, probabilities[:, 0], threshold)
+        summary["counts"] = {name: counts[name] for name in ("tp", "fp", "tn", "fn", "n")}
+        return summary
+    if predictions.task == "multiclass":
+
+        def metric_fn(labels, scores):
+            values = m.multiclass_metrics(labels, scores, predictions.class_names)
+            return {name: value for name, value in values.items() if isinstance(value, float)}
+
+        summary = _with_ci(metric_fn, targets, probabilities, groups, n_resamples, seed)
+        full = m.multiclass_metrics(targets, probabilities, predictions.class_names)
+        summary["per_class"] = _clean(full["per_class"])
+        summary["confusion_matrix"] = full["confusion_matrix"]
+        summary["n"] = int(len(targets))
+        return summary
+    per_class = {}
+    for k, name in enumerate(predictions.output_names):
+        threshold = choices[k].threshold
+
+        def metric_fn(labels, scores, threshold=threshold):
+            values = m.binary_metrics(labels, scores, threshold)
+            return {metric: values[metric] for metric in m.BINARY_METRICS}
+
+        per_class[name] = _with_ci(metric_fn, targets[:, k], probabilities[:, k], groups, n_resamples, seed)
+    macro = {}
+    for metric in m.BINARY_METRICS:
+        values = [per_class[name][metric]["value"] for name in per_class]
+        defined = [value for value in values if value is not None]
+        macro[metric] = float(np.mean(defined)) if defined else None
+    return {"per_class": per_class, "macro": macro, "n": int(len(targets))}
+
+
+def _with_ci(metric_fn, labels, scores, groups, n_resamples, seed) -> dict[str, Any]:
+    intervals = bootstrap_cis(metric_fn, labels, scores, n_resamples=n_resamples, seed=seed, groups=groups)
+    return {
+        name: {"value": _clean(point), "ci_low": _clean(low), "ci_high": _clean(high)}
+        for name, (point, low, high) in intervals.items()
+    }
+
+
+def _clean(value: Any) -> Any:
+    """NaN -> None (JSON null), recursively; NumPy scalars -> Python."""
+    if isinstance(value, Mapping):
+        return {key: _clean(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def predictions_frame(predictions: Predictions, threshold: Any) -> pd.DataFrame:
+    """One row per image: file, key, patient, modality, source, label, probability column(s),
+    predicted, and any extra arrays."""
+    frame = pd.DataFrame(
+        {
+            "file": predictions.meta["path"],
+            "key": predictions.meta["key"],
+            "patient": predictions.meta["patient_id"],
+            "modality": predictions.meta["modality"],
+            "source": predictions.meta["source"],
+        }
+    )
+    probabilities, targets = predictions.probabilities, predictions.targets
+    if predictions.task == "binary":
+        positive = predictions.output_names[0]
+        negative = next(name for name in predictions.class_names if name != positive)
+        frame["label"] = np.where(targets == 1, positive, negative)
+        frame["probability"] = probabilities[:, 0]
+        frame["predicted"] = np.where(probabilities[:, 0] >= threshold.threshold, positive, negative)
+    elif predictions.task == "multiclass":
+        names = np.asarray(predictions.class_names)
+        frame["label"] = names[targets]
+        for k, name in enumerate(names):
+            frame[f"probability_{name}"] = probabilities[:, k]
+        frame["predicted"] = names[probabilities.argmax(axis=1)]
+    else:
+        for k, name in enumerate(predictions.output_names):
+            frame[f"label_{name}"] = targets[:, k]
+            frame[f"probability_{name}"] = probabilities[:, k]
+            frame[f"predicted_{name}"] = (probabilities[:, k] >= threshold[k].threshold).astype(int)
+    for name, values in predictions.extra.items():
+        if values.ndim == 1:
+            frame[name] = values
+    return frame
+
+
+def write_evaluation(
+    out_dir: str | Path,
+    report: Mapping[str, Any],
+    predictions: Predictions,
+    threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None,
+    validation: Predictions | None = None,
+    run_dir: str | Path | None = None,
+) -> Path:
+    """Writes metrics.json, predictions.csv and the plots (roc.png, pr.png, confusion_matrix.png,
+    threshold_curve.png from `validation`, training_curves.png from `run_dir/history.csv`) into out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "metrics.json", json.dumps(_clean(dict(report)), indent=2, allow_nan=False))
+    write_text_atomic(
+        out_dir / "predictions.csv", predictions_frame(predictions, threshold).to_csv(index=False)
+    )
+    _plot_curves(out_dir, predictions)
+    if predictions.task == "binary":
+        matrix = m.confusion_matrix(
+            1 - predictions.targets, 1 - (predictions.probabilities[:, 0] >= threshold.threshold), 2
+        )
+        positive = predictions.output_names[0]
+        labels = [positive, next(name for name in predictions.class_names if name != positive)]
+        plots.plot_confusion_matrix(matrix, labels, out_dir / "confusion_matrix.png")
+        if validation is not None:
+            _plot_threshold_curve(out_dir / "threshold_curve.png", validation, threshold)
+    elif predictions.task == "multiclass":
+        matrix = np.asarray(report["overall"]["confusion_matrix"])
+        plots.plot_confusion_matrix(matrix, predictions.class_names, out_dir / "confusion_matrix.png")
+    history = read_history(run_dir) if run_dir is not None else {}
+    if history:
+        plots.plot_training_curves(history, out_dir / "training_curves.png")
+    return out_dir
+
+
+def _plot_curves(out_dir: Path, predictions: Predictions) -> None:
+    """ROC and PR curves: binary overall and per modality/source group; otherwise one per class.
+    Groups or classes with a single label value have no curve and are left out."""
+    roc, pr = {}, {}
+    if predictions.task == "binary":
+        subsets = {"all": predictions}
+        for column in GROUP_COLUMNS.values():
+            values = sorted(v for v in predictions.meta[column].unique() if v)
+            if len(values) > 1:
+                subsets.update(
+                    {v: predictions.subset((predictions.meta[column] == v).to_numpy()) for v in values}
+                )
+        curves = {name: (s.targets, s.probabilities[:, 0]) for name, s in subsets.items()}
+    else:
+        targets = predictions.targets
+        if predictions.task == "multiclass":
+            targets = np.eye(len(predictions.class_names), dtype=np.int64)[targets]
+        curves = {
+            name: (targets[:, k], predictions.probabilities[:, k])
+            for k, name in enumerate(predictions.output_names)
+        }
+    for name, (labels, scores) in curves.items():
+        if len(np.unique(labels)) < 2:  # a curve needs both classes
+            continue
+        fpr, tpr, _ = m.roc_curve(labels, scores)
+        recall, precision, _ = m.pr_curve(labels, scores)
+        roc[f"{name} (AUC {m.roc_auc(labels, scores):.3f})"] = (fpr, tpr)
+        pr[f"{name} (AP {m.average_precision(labels, scores):.3f})"] = (recall, precision)
+    plots.plot_roc(roc, out_dir / "roc.png")
+    plots.plot_pr(pr, out_dir / "pr.png")
+
+
+def _plot_threshold_curve(path: Path, validation: Predictions, choice: m.ThresholdChoice) -> None:
+    thresholds = np.linspace(0, 1, 101)
+    rows = [
+        m.counts_metrics(*m.binary_counts(validation.targets, validation.probabilities[:, 0], t))
+        for t in thresholds
+    ]
+    values = {name: [row[name] for row in rows] for name in ("sensitivity", "specificity", "f1")}
+    plots.plot_threshold_curve(
+        thresholds, values, path, chosen=choice.threshold, title=f"Validation ({validation.split}) metrics"
+    )
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def evaluate_model(
+    model: keras.Model,
+    config: DataConfig,
+    out_dir: str | Path,
+    *,
+    criterion: str = "youden",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    predict_fn: PredictFn | None = None,
+    extra_sections: Callable[[Predictions, Any], Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Chooses the threshold(s) on the validation split, evaluates the test split, writes everything
+    to `out_dir` and returns the report.
+
+    predict_fn: replaces the plain forward pass (e.g. MC dropout or an ensemble).
+    extra_sections(test_predictions, threshold): further top-level report sections (e.g. uncertainty).
+    """
+    predict_fn = predict_fn or model_predict_fn(model)
+    validation = collect_predictions(predict_fn, config, config.splits["val"])
+    threshold = choose_thresholds(validation, criterion)
+    test = collect_predictions(predict_fn, config, config.splits["test"])
+    report = evaluate_predictions(test, threshold, n_resamples, seed)
+    if extra_sections is not None:
+        report.update(extra_sections(test, threshold))
+    write_evaluation(out_dir, report, test, threshold, validation, run_dir)
+    return report

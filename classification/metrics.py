@@ -1,0 +1,235 @@
+"""Classification metrics in NumPy, with the definitions stated.
+
+Conventions
+- Binary: `labels` in {0, 1}, `scores` = P(positive) in [0, 1]; a case is predicted positive when
+  score >= threshold.
+- precision = TP / (TP + FP); recall = sensitivity = TP / (TP + FN); specificity = TN / (TN + FP);
+  F1 = 2 TP / (2 TP + FP + FN); accuracy = (TP + TN) / N. A ratio whose denominator is 0 is NaN
+  (written as null in JSON), never silently 0.
+- ROC-AUC: trapezoidal area under the ROC curve with tied scores grouped (equal to the Mann-Whitney
+  probability that a random positive scores above a random negative, ties counting 1/2). NaN when
+  only one class is present.
+- PR-AUC: average precision, sum over distinct thresholds of (R_k - R_{k-1}) * P_k (the step-wise
+  area, without interpolation). NaN when there are no positives.
+- Multi-class: argmax prediction; per-class metrics one-vs-rest; "macro" = unweighted mean over the
+  classes whose value is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+BINARY_METRICS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator / denominator) if denominator > 0 else float("nan")
+
+
+def _cumulative_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(TP, FP, threshold) at each distinct score, thresholds descending: predicting positive for
+    score >= threshold[k] gives TP[k] true and FP[k] false positives."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels have {labels.size} entries, scores {scores.size}")
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
+    true_positives = np.cumsum(sorted_labels)[last_of_tie]
+    false_positives = (last_of_tie + 1) - true_positives
+    return true_positives, false_positives, sorted_scores[last_of_tie]
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf; NaN rates for a missing class."""
+    true_positives, false_positives, thresholds = _cumulative_counts(labels, scores)
+    positives = true_positives[-1] if len(true_positives) else 0
+    negatives = false_positives[-1] if len(false_positives) else 0
+    tpr = np.r_[0, true_positives] / positives if positives else np.full(len(thresholds) + 1, np.nan)
+    fpr = np.r_[0, false_positives] / negatives if negatives else np.full(len(thresholds) + 1, np.nan)
+    return fpr, tpr, np.r_[np.inf, thresholds]
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoidal, ties grouped); NaN with a single class."""
+    fpr, tpr, _ = roc_curve(labels, scores)
+    if np.isnan(fpr).any() or np.isnan(tpr).any():
+        return float("nan")
+    return float(np.trapezoid(tpr, fpr))
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(recall, precision, thresholds) at each distinct score, thresholds descending."""
+    true_positives, false_positives, thresholds = _cumulative_counts(labels, scores)
+    positives = true_positives[-1] if len(true_positives) else 0
+    recall = true_positives / positives if positives else np.full(len(thresholds), np.nan)
+    precision = true_positives / (true_positives + false_positives)
+    return recall, precision, thresholds
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """PR-AUC as average precision: sum_k (R_k - R_{k-1}) P_k with R_0 = 0; NaN without positives."""
+    recall, precision, _ = pr_curve(labels, scores)
+    if len(recall) == 0 or np.isnan(recall).any():
+        return float("nan")
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) int64 counts; rows are true classes, columns predicted classes."""
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    predictions = np.asarray(predictions, dtype=np.int64).ravel()
+    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
+
+
+def counts_metrics(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
+    """Threshold metrics from the four counts (definitions in the module docstring)."""
+    recall = _ratio(tp, tp + fn)
+    return {
+        "accuracy": _ratio(tp + tn, tp + fp + tn + fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": recall,
+        "sensitivity": recall,
+        "specificity": _ratio(tn, tn + fp),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+    }
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """All of BINARY_METRICS plus the counts tp/fp/tn/fn/n for one threshold."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    tp, fp, tn, fn = binary_counts(labels, scores, threshold)
+    return {
+        **counts_metrics(tp, fp, tn, fn),
+        "roc_auc": roc_auc(labels, scores),
+        "pr_auc": average_precision(labels, scores),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "n": int(labels.size),
+    }
+
+
+def multiclass_metrics(
+    labels: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str]
+) -> dict[str, object]:
+    """Accuracy, macro metrics and per-class one-vs-rest metrics for (N, K) class probabilities.
+
+    Returns {"accuracy", "macro_precision", "macro_recall", "macro_specificity", "macro_f1",
+    "macro_roc_auc", "macro_pr_auc", "per_class": {name: {...}}, "confusion_matrix": K x K list}.
+    """
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    num_classes = len(class_names)
+    if probabilities.shape != (labels.size, num_classes):
+        raise ValueError(
+            f"probabilities have shape {probabilities.shape}, expected ({labels.size}, {num_classes})"
+        )
+    matrix = confusion_matrix(labels, probabilities.argmax(axis=1), num_classes)
+    per_class = {}
+    for k, name in enumerate(class_names):
+        tp = matrix[k, k]
+        fp = matrix[:, k].sum() - tp
+        fn = matrix[k, :].sum() - tp
+        tn = matrix.sum() - tp - fp - fn
+        one_vs_rest = labels == k
+        per_class[name] = {
+            **counts_metrics(tp, fp, tn, fn),
+            "roc_auc": roc_auc(one_vs_rest, probabilities[:, k]),
+            "pr_auc": average_precision(one_vs_rest, probabilities[:, k]),
+            "support": int(one_vs_rest.sum()),
+        }
+    summary: dict[str, object] = {"accuracy": _ratio(np.trace(matrix), matrix.sum())}
+    for metric in ("precision", "recall", "specificity", "f1", "roc_auc", "pr_auc"):
+        summary[f"macro_{metric}"] = _nanmean([per_class[name][metric] for name in class_names])
+    summary["per_class"] = per_class
+    summary["confusion_matrix"] = matrix.tolist()
+    return summary
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+VALIDATION_SPLITS = ("val", "valid", "validation")
+THRESHOLD_CRITERIA = ("youden", "f1", "accuracy")
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """A decision threshold and where it came from.
+
+    split: the validation split it was chosen on, or "fixed" for a stated constant (e.g. 0.5).
+    criterion: "youden" (max sensitivity + specificity - 1), "f1", "accuracy" or "fixed".
+    value: the criterion's value on `split` at `threshold` (NaN for "fixed").
+    """
+
+    threshold: float
+    criterion: str
+    split: str
+    value: float = float("nan")
+
+    @classmethod
+    def fixed(cls, threshold: float = 0.5) -> ThresholdChoice:
+        return cls(threshold=float(threshold), criterion="fixed", split="fixed")
+
+    def check_applicable_to(self, split: str) -> None:
+        """Raises ValueError when this threshold would be applied to the data it was chosen on."""
+        if self.split == split:
+            raise ValueError(f"threshold was chosen on split {split!r}; it cannot be evaluated on that split")
+
+
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, split: str, criterion: str = "youden"
+) -> ThresholdChoice:
+    """Picks the threshold maximising `criterion` on VALIDATION predictions only.
+
+    split: the name of the split `labels`/`scores` come from; anything but "val", "valid" or
+    "validation" raises ValueError, so a threshold cannot be tuned on test data by accident.
+    Candidates are midpoints between consecutive distinct scores (plus one above the highest and
+    one below the lowest); ties go to the highest threshold. When the criterion is undefined at every
+    candidate (a class missing from validation), the threshold is 0.5 and `value` NaN.
+    """
+    if split not in VALIDATION_SPLITS:
+        raise ValueError(
+            f"thresholds are chosen on validation data only (split one of {VALIDATION_SPLITS}); got {split!r}"
+        )
+    if criterion not in THRESHOLD_CRITERIA:
+        raise ValueError(f"criterion {criterion!r} is not one of {THRESHOLD_CRITERIA}")
+    labels = np.asarray(labels).astype(bool).ravel()
+    distinct = np.unique(np.asarray(scores, dtype=np.float64).ravel())[::-1]
+    if distinct.size == 0:
+        raise ValueError("no validation predictions to choose a threshold from")
+    candidates = np.r_[distinct[0] + 1e-6, (distinct[:-1] + distinct[1:]) / 2, distinct[-1]]
+    values = [_criterion_value(binary_counts(labels, scores, t), criterion) for t in candidates]
+    if np.all(np.isnan(values)):  # e.g. a class absent from validation
+        return ThresholdChoice(0.5, criterion, split)
+    best = int(np.nanargmax(values))
+    return ThresholdChoice(float(candidates[best]), criterion, split, float(values[best]))
+
+
+def binary_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """(TP, FP, TN, FN) when predicting positive for score >= threshold."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    predicted = np.asarray(scores).ravel() >= threshold
+    return (
+        int(np.sum(predicted & labels)),
+        int(np.sum(predicted & ~labels)),
+        int(np.sum(~predicted & ~labels)),
+        int(np.sum(~predicted & labels)),
+    )
+
+
+def _criterion_value(counts: tuple[int, int, int, int], criterion: str) -> float:
+    metrics = counts_metrics(*counts)
+    if criterion == "youden":
+        return metrics["sensitivity"] + metrics["specificity"] - 1
+    return metrics[criterion]

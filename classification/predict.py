@@ -1,0 +1,171 @@
+"""Applying a trained classifier to one's own scans: `python -m classification predict MODEL INPUT OUT.csv`.
+
+INPUT is a folder of images (PNG/JPEG/... read with `data_prep.imageio.read_image`) or one NIfTI
+volume (`.nii`/`.nii.gz`; every axial slice in display orientation). Each image goes through the
+same write-time preprocessing as the training data (`tfrecords.spec.PreprocessSpec`, e.g.
+"window=lung,clahe"), is resized bilinearly to the model's input size, scaled to [0, 1] (uint8 / 255,
+uint16 / 65535) and repeated to 3 channels when the model takes 3.
+
+When MODEL lies in a training run folder (beside config.yaml), the preprocessing spec comes from the
+training data's manifest, the class names from the config and the decision threshold from
+eval/metrics.json (chosen on validation); otherwise pass `preprocess` yourself and the threshold is 0.5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pandas as pd
+import yaml
+
+from data_prep import imageio
+from data_prep.io import intensity_kind, read_nifti, to_display
+from data_prep.records import Record
+from tfrecords.manifest import load_manifest
+from tfrecords.spec import PreprocessSpec
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a run folder says about its model: preprocessing, task, output names and thresholds
+    (one per output unit for binary and multilabel, chosen on validation; 0.5 without a run)."""
+
+    preprocess: str = ""
+    task: str = "binary"
+    output_names: tuple[str, ...] = ()
+    negative_name: str = "negative"
+    thresholds: tuple[float, ...] = ()
+    threshold_source: str = "fixed 0.5"
+
+
+def run_info(model_path: str | Path) -> RunInfo:
+    """Reads config.yaml and eval/metrics.json beside `model_path`; defaults when absent."""
+    run_dir = Path(model_path).parent
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        return RunInfo()
+    data = yaml.safe_load(config_path.read_text())["data"]
+    folders = data["tfrecords"] if isinstance(data["tfrecords"], list) else [data["tfrecords"]]
+    manifest = load_manifest(folders[0])
+    task = data.get("task", "binary")
+    class_names = data.get("class_names") or list(manifest.label_names)
+    positive = data.get("positive_label") or class_names[0]
+    output_names = (positive,) if task == "binary" else tuple(class_names)
+    info = RunInfo(
+        manifest.preprocess.get("spec", ""),
+        task,
+        output_names,
+        next((name for name in class_names if name != positive), "negative"),
+    )
+    metrics_path = run_dir / "eval" / "metrics.json"
+    if task != "multiclass" and metrics_path.is_file():
+        choices = json.loads(metrics_path.read_text())["thresholds"]
+        source = f"{choices[0]['criterion']} on {choices[0]['split']}"
+        return dataclasses.replace(
+            info, thresholds=tuple(c["threshold"] for c in choices), threshold_source=source
+        )
+    return info
+
+
+def input_images(path: str | Path, modality: str = "ct") -> Iterator[Record]:
+    """Records of a folder's image files (sorted by name) or of a NIfTI volume's axial slices."""
+    path = Path(path)
+    if path.is_file() and path.name.endswith(NIFTI_SUFFIXES):
+        volume = read_nifti(path).array
+        kind = intensity_kind(volume)
+        for index in range(volume.shape[2]):
+            image = to_display(volume[:, :, index])
+            yield Record(
+                key=f"{path.name}#{index}",
+                image=image,
+                modality="ct",
+                intensity=kind,
+                path=str(path),
+                slice_index=index,
+            )
+        return
+    for file in imageio.list_image_files(path):
+        image = imageio.read_image(file)
+        kind = "display" if image.dtype == np.uint8 else intensity_kind(image)
+        yield Record(key=file.name, image=image, modality=modality, intensity=kind, path=str(file))
+
+
+def model_input(stored: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """A stored (H, W) uint8/uint16 image -> (height, width, channels) float32 in [0, 1]."""
+    scale = 65535.0 if stored.dtype == np.uint16 else 255.0
+    resized = cv2.resize(stored.astype(np.float32) / scale, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.repeat(resized[:, :, None], channels, axis=2)
+
+
+def predict_files(
+    model: keras.Model, records: Iterator[Record], spec: PreprocessSpec, batch_size: int = 32
+) -> tuple[list[Record], np.ndarray]:
+    """(records, probabilities (N, K)) for every record, in order."""
+    _, height, width, channels = model.input_shape
+    kept, batch, outputs = [], [], []
+    for record in records:
+        stored, _ = spec.apply(record)
+        kept.append(record)
+        batch.append(model_input(stored, height, width, channels))
+        if len(batch) == batch_size:
+            outputs.append(np.asarray(model.predict_on_batch(np.stack(batch))))
+            batch = []
+    if batch:
+        outputs.append(np.asarray(model.predict_on_batch(np.stack(batch))))
+    if not kept:
+        raise ValueError("no images to predict")
+    return kept, np.concatenate(outputs).astype(np.float64)
+
+
+def predict(
+    model_path: str | Path,
+    input_path: str | Path,
+    out_csv: str | Path,
+    preprocess: str | None = None,
+    modality: str = "ct",
+) -> pd.DataFrame:
+    """Writes OUT.csv with columns file, slice (-1 for 2D images), the probability column(s) and the
+    prediction(s): binary "predicted" at the threshold, multiclass the argmax, multilabel one 0/1
+    column per class at its threshold (plus "threshold" and "threshold_source"); returns the table."""
+    info = run_info(model_path)
+    spec = PreprocessSpec.parse(info.preprocess if preprocess is None else preprocess)
+    model = keras.models.load_model(model_path)
+    records, probabilities = predict_files(model, input_images(input_path, modality), spec)
+    frame = pd.DataFrame(
+        {
+            "file": [r.path for r in records],
+            "slice": [-1 if r.slice_index is None else r.slice_index for r in records],
+        }
+    )
+    names = list(info.output_names) or [f"output_{k}" for k in range(probabilities.shape[1])]
+    thresholds = np.asarray(info.thresholds or [0.5] * probabilities.shape[1])
+    if probabilities.shape[1] == 1:
+        positive = names[0] if info.output_names else "positive"
+        frame["probability"] = probabilities[:, 0]
+        frame["predicted"] = np.where(probabilities[:, 0] >= thresholds[0], positive, info.negative_name)
+    elif info.task == "multiclass":
+        for k, name in enumerate(names):
+            frame[f"probability_{name}"] = probabilities[:, k]
+        frame["predicted"] = np.asarray(names)[probabilities.argmax(axis=1)]
+    else:
+        for k, name in enumerate(names):
+            frame[f"probability_{name}"] = probabilities[:, k]
+            frame[f"predicted_{name}"] = (probabilities[:, k] >= thresholds[k]).astype(int)
+    if info.task != "multiclass":
+        frame["threshold"] = ";".join(f"{t:.6g}" for t in thresholds)
+        frame["threshold_source"] = info.threshold_source
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out_csv.with_name(f".{out_csv.name}.tmp")
+    frame.to_csv(temporary, index=False)
+    temporary.replace(out_csv)
+    return frame

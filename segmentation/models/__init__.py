@@ -1,0 +1,71 @@
+"""Segmentation models: pyramid encoders and the U-Net, FPN, Linknet, PSPNet and DeepLabv3+ decoders.
+
+`build_segmenter(decoder, encoder, input_shape, num_classes)` builds any pair from `list_segmenters()`.
+Every model takes images (B, H, W, C) as float in [0, 1] (the encoder scales them for its backbone;
+do not apply `keras.applications` preprocessing in the data pipeline) and returns float32
+probabilities (B, H, W, num_classes): sigmoid when num_classes == 1, softmax otherwise. The encoder is
+the nested layer named "encoder". Models save and reload as `.keras` files once this package is
+imported (it registers the custom `InputScaling` layer).
+
+Input sizes: H and W divisible by 32 for U-Net, FPN and Linknet (plain U-Net: by 2^(len(filters) - 1),
+16 by default), by 48 for PSPNet (`pspnet.input_size_multiple`) and by the output stride (16 or 8)
+for DeepLabv3+.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+
+from segmentation.models.deeplabv3plus import build_deeplabv3plus
+from segmentation.models.encoders import build_encoder, list_encoders
+from segmentation.models.fpn import build_fpn
+from segmentation.models.linknet import build_linknet
+from segmentation.models.pspnet import build_pspnet
+from segmentation.models.unet import build_unet
+
+DECODERS = {
+    "unet": build_unet,
+    "fpn": build_fpn,
+    "linknet": build_linknet,
+    "pspnet": build_pspnet,
+    "deeplabv3plus": build_deeplabv3plus,
+}
+# Decoders that build on the default plain encoder (strides 1..16). FPN and Linknet need a stride-32
+# level: they build on "plain" given six filters, e.g. encoder_kwargs={"filters": (16, 32, 64, 128, 256, 512)}.
+PLAIN_DECODERS = ("unet", "pspnet", "deeplabv3plus")
+
+__all__ = ["DECODERS", "build_encoder", "build_segmenter", "list_encoders", "list_segmenters"]
+
+
+def list_segmenters() -> list[tuple[str, str]]:
+    """Every (decoder, encoder) pair that builds with default options, sorted."""
+    return sorted(
+        (decoder, encoder)
+        for decoder in DECODERS
+        for encoder in list_encoders()
+        if encoder != "plain" or decoder in PLAIN_DECODERS
+    )
+
+
+def build_segmenter(
+    decoder: str,
+    encoder: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    weights: str | Path | None = None,
+    **kwargs,
+) -> keras.Model:
+    """Builds decoder on encoder, e.g. ("unet", "plain") for S3 or ("deeplabv3plus", "xception65") for S0.
+
+    weights: None, "imagenet" (`keras.applications` encoders) or an encoder weights file.
+    kwargs go to the decoder's builder: freeze_encoder, encoder_kwargs, and the decoder's own options
+    (see `build_unet`, `build_fpn`, `build_linknet`, `build_pspnet`, `build_deeplabv3plus`).
+    """
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}")
+    if encoder not in list_encoders():
+        raise ValueError(f"unknown encoder {encoder!r}; choose one of {list_encoders()}")
+    return DECODERS[decoder](encoder, input_shape, num_classes, weights=weights, **kwargs)

@@ -1,0 +1,150 @@
+"""Layer blocks shared by the encoders and decoders, and the one custom layer (`InputScaling`).
+
+Every block is a function `block(x, ..., name) -> x` on symbolic Keras tensors of shape (B, H, W, C).
+Convolutions that feed a BatchNormalization have no bias. Layer names are `name` plus a suffix, so a
+model's layer names say which block a weight belongs to.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+# Per-channel statistics of the ImageNet training images, in RGB order and on the 0-255 scale.
+IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
+SCALING_MODES = ("none", "tf", "torch", "caffe", "x255")
+
+
+@keras.saving.register_keras_serializable(package="covid_segmentation")
+class InputScaling(layers.Layer):
+    """Maps images in [0, 1] to the input scale a backbone family was trained on.
+
+    Input (B, H, W, C) float in [0, 1]; output the same shape in the compute dtype. Modes follow
+    `keras.applications.imagenet_utils.preprocess_input` on 0-255 images:
+    - "none": unchanged; "x255": times 255 (EfficientNet rescales internally);
+    - "tf": 2x - 1, i.e. [-1, 1];
+    - "torch": (x - mean) / std with the ImageNet RGB statistics;
+    - "caffe": 255x, RGB -> BGR, minus the ImageNet BGR mean (no division).
+    With C != 3 (grayscale, weights=None only), "torch" and "caffe" use the mean of the three channel
+    statistics, and "caffe" does not reorder channels.
+    """
+
+    def __init__(self, mode: str = "none", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if mode not in SCALING_MODES:
+            raise ValueError(f"InputScaling mode {mode!r} is not one of {SCALING_MODES}")
+        self.mode = mode
+
+    def call(self, images):
+        images = ops.cast(images, self.compute_dtype)
+        if self.mode == "none":
+            return images
+        if self.mode == "x255":
+            return images * 255.0
+        if self.mode == "tf":
+            return images * 2.0 - 1.0
+        rgb = images.shape[-1] == 3
+        mean = IMAGENET_MEAN_RGB if rgb else (sum(IMAGENET_MEAN_RGB) / 3,)
+        if self.mode == "torch":
+            std = IMAGENET_STD_RGB if rgb else (sum(IMAGENET_STD_RGB) / 3,)
+            return (images * 255.0 - ops.array(mean, self.compute_dtype)) / ops.array(std, self.compute_dtype)
+        if rgb:  # "caffe"
+            images = ops.flip(images, axis=-1)
+            mean = mean[::-1]
+        return images * 255.0 - ops.array(mean, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "mode": self.mode}
+
+
+def conv_bn_relu(
+    x, filters: int, kernel_size: int, name: str, strides: int = 1, dilation: int = 1, activation: bool = True
+):
+    """Conv2D (no bias) -> BatchNorm -> ReLU (unless `activation=False`).
+
+    'same' padding at stride 1; at stride 2 `aligned_padding` then 'valid', so output pixel j is
+    centred on input pixel 2j.
+    """
+    padding = "same"
+    if strides > 1 and kernel_size > 1:
+        x = aligned_padding(x, kernel_size, name)
+        padding = "valid"
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        dilation_rate=dilation,
+        padding=padding,
+        use_bias=False,
+        name=f"{name}_conv",
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x) if activation else x
+
+
+def double_conv(x, filters: int, name: str):
+    """Two 3x3 conv-BN-ReLU layers: the U-Net stage block."""
+    x = conv_bn_relu(x, filters, 3, f"{name}_1")
+    return conv_bn_relu(x, filters, 3, f"{name}_2")
+
+
+def aligned_padding(x, kernel_size: int, name: str):
+    """Symmetric zero padding of (kernel_size - 1) / 2 before a stride-2 'valid' convolution.
+
+    Keras 'same' padding with stride 2 pads only at the bottom/right of an even-sized input, which
+    shifts the output by half an input pixel relative to a 1x1 stride-2 shortcut; this keeps output
+    pixel j centred on input pixel 2j (DeepLab's `fixed_padding`).
+    """
+    return layers.ZeroPadding2D((kernel_size - 1) // 2, name=f"{name}_pad")(x)
+
+
+def separable_conv_bn(
+    x,
+    filters: int,
+    name: str,
+    strides: int = 1,
+    dilation: int = 1,
+    relu_before: bool = False,
+    relu_after: bool = True,
+):
+    """[ReLU] -> 3x3 depthwise -> BN -> ReLU -> 1x1 pointwise -> BN -> [ReLU].
+
+    The BN + ReLU after the depthwise convolution is DeepLabv3+'s addition to Xception. A stride-2
+    depthwise convolution uses `aligned_padding`; dilation applies only at stride 1.
+    """
+    if relu_before:
+        x = layers.ReLU(name=f"{name}_prerelu")(x)
+    padding = "same"
+    if strides > 1:
+        x = aligned_padding(x, 3, name)
+        padding = "valid"
+    x = layers.DepthwiseConv2D(
+        3, strides=strides, dilation_rate=dilation, padding=padding, use_bias=False, name=f"{name}_depthwise"
+    )(x)
+    x = layers.BatchNormalization(name=f"{name}_depthwise_bn")(x)
+    x = layers.ReLU(name=f"{name}_depthwise_relu")(x)
+    return conv_bn_relu(x, filters, 1, f"{name}_pointwise", activation=relu_after)
+
+
+def upsample(x, factor: int | tuple[int, int], name: str, interpolation: str = "bilinear"):
+    """Upsamples (B, h, w, C) by an integer factor; returns x unchanged when the factor is 1."""
+    if factor in (1, (1, 1)):
+        return x
+    return layers.UpSampling2D(factor, interpolation=interpolation, name=name)(x)
+
+
+def segmentation_head(x, num_classes: int, upsampling: int = 1, kernel_size: int = 1, name: str = "head"):
+    """Logits conv -> bilinear upsampling -> sigmoid (num_classes == 1) or softmax, in float32.
+
+    Output (B, H, W, num_classes) float32 probabilities, so the head stays exact under mixed precision.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    x = layers.Conv2D(num_classes, kernel_size, padding="same", name=f"{name}_logits")(x)
+    x = upsample(x, upsampling, f"{name}_upsample")
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)

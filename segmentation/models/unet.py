@@ -1,0 +1,70 @@
+"""U-Net (Ronneberger et al. 2015): the plain S3 U-Net, or a U-Net decoder on any pyramid encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from segmentation.models.blocks import double_conv, segmentation_head, upsample
+from segmentation.models.encoders import available_levels, encoder_features
+from segmentation.models.plain import DEFAULT_FILTERS
+
+ENCODER_DECODER_FILTERS = (256, 128, 64, 32, 16)
+UPSAMPLINGS = ("transpose", "bilinear")
+
+
+def build_unet(
+    encoder_name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    weights: str | Path | None = None,
+    freeze_encoder: bool = False,
+    encoder_kwargs: Mapping | None = None,
+    decoder_filters: Sequence[int] | None = None,
+    upsampling: str | None = None,
+) -> keras.Model:
+    """U-Net: from the deepest feature, repeatedly upsample x2, concatenate the skip of that stride,
+    and apply two 3x3 conv-BN-ReLU, until full resolution; then a 1x1 conv head.
+
+    encoder_name "plain" gives the classic U-Net of S3: `encoder_kwargs={"filters": (...)}` sets the
+    contracting path (default (32, 64, 128, 256, 512), 4 poolings); the expanding path mirrors it
+    (decoder_filters default: the encoder filters reversed, without the deepest) with 2x2 transposed
+    convolutions, and every level including full resolution has a skip. H and W must be divisible by
+    2^(len(filters) - 1).
+    Any other encoder: skips C4..C1, then a last stage from stride 2 to full resolution without a skip;
+    decoder_filters default (256, 128, 64, 32, 16), bilinear upsampling. H and W divisible by 32.
+    upsampling: "transpose" (2x2 Conv2DTranspose) or "bilinear" (UpSampling2D) overrides the default.
+    Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
+    """
+    encoder_kwargs = dict(encoder_kwargs or {})
+    plain = encoder_name == "plain"
+    upsampling = upsampling or ("transpose" if plain else "bilinear")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"unet: upsampling {upsampling!r} is not one of {UPSAMPLINGS}")
+    levels = available_levels(encoder_name, **encoder_kwargs)
+    inputs, features = encoder_features(
+        encoder_name, input_shape, weights, freeze_encoder, levels, encoder_kwargs
+    )
+    skips_by_size = {feature.shape[1]: feature for feature in features[:-1]}
+    x = features[-1]
+    num_stages = (input_shape[0] // x.shape[1]).bit_length() - 1
+    if decoder_filters is None:
+        encoder_filters = encoder_kwargs.get("filters", DEFAULT_FILTERS)
+        decoder_filters = tuple(encoder_filters[-2::-1]) if plain else ENCODER_DECODER_FILTERS[-num_stages:]
+    if len(decoder_filters) != num_stages:
+        raise ValueError(f"unet: decoder_filters needs {num_stages} values, got {tuple(decoder_filters)}")
+    for stage, filters in enumerate(decoder_filters, start=1):
+        name = f"decoder_stage{stage}"
+        if upsampling == "transpose":
+            x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
+        else:
+            x = upsample(x, 2, f"{name}_upsample")
+        skip = skips_by_size.get(x.shape[1])
+        if skip is not None:
+            x = layers.Concatenate(name=f"{name}_concat")([x, skip])
+        x = double_conv(x, filters, name)
+    outputs = segmentation_head(x, num_classes)
+    return keras.Model(inputs, outputs, name=f"unet_{encoder_name}")

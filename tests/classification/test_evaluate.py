@@ -1,0 +1,142 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classification.data import DataConfig
+from classification.evaluate import (
+    Predictions,
+    choose_thresholds,
+    collect_predictions,
+    evaluate_predictions,
+    model_predict_fn,
+    write_evaluation,
+)
+from classification.metrics import ThresholdChoice, binary_metrics
+from tests.classification.test_uncertainty import constant_model
+from tests.classification.tiny_data import tiny_ct, tiny_xray
+
+
+def meta(modalities, patients):
+    n = len(modalities)
+    return pd.DataFrame(
+        {
+            "key": [f"k{i}" for i in range(n)],
+            "patient_id": patients,
+            "modality": modalities,
+            "source": ["s"] * n,
+            "path": [f"/x/{i}.png" for i in range(n)],
+        }
+    )
+
+
+def binary_predictions(split: str) -> Predictions:
+    targets = np.array([1, 1, 0, 1, 0, 0, 1, 0])
+    scores = np.array([0.9, 0.6, 0.6, 0.4, 0.3, 0.1, 0.8, 0.7])
+    modalities = ["ct"] * 6 + ["xray"] * 2
+    patients = ["a", "a", "b", "c", "d", "", "e", "f"]
+    return Predictions(
+        split,
+        "binary",
+        ["COVID"],
+        ["COVID", "NonCOVID"],
+        scores[:, None],
+        targets,
+        meta(modalities, patients),
+    )
+
+
+def test_binary_report_overall_and_per_modality():
+    threshold = choose_thresholds(binary_predictions("val"))
+    # Youden J = 0.5 at 0.75 (2 of 4 positives, no false positive) and at 0.35 (all positives, 2 false
+    # positives); the tie goes to the higher threshold.
+    assert threshold.threshold == pytest.approx(0.75) and threshold.value == pytest.approx(0.5)
+    test = binary_predictions("test")
+    report = evaluate_predictions(test, threshold, n_resamples=200)
+    expected = binary_metrics(test.targets, test.probabilities[:, 0], threshold.threshold)
+    overall = report["overall"]
+    for name in ("accuracy", "sensitivity", "specificity", "roc_auc", "pr_auc"):
+        assert overall[name]["value"] == pytest.approx(expected[name]), name
+        assert overall[name]["ci_low"] <= overall[name]["value"] <= overall[name]["ci_high"], name
+    assert overall["counts"] == {k: expected[k] for k in ("tp", "fp", "tn", "fn", "n")}
+    assert sorted(report["by_modality"]) == ["ct", "xray"]
+    # CT: positives 0.9, 0.6, 0.4 against negatives 0.6, 0.3, 0.1 -> AUC 7.5 / 9.
+    assert report["by_modality"]["ct"]["roc_auc"]["value"] == pytest.approx(7.5 / 9)
+    assert report["by_modality"]["xray"]["accuracy"]["value"] == 1.0  # 0.8 (positive) and 0.7 at 0.75
+    assert "by_source" not in report  # one source only
+    assert report["thresholds"][0]["split"] == "val"
+
+
+def test_threshold_from_the_evaluated_split_or_missing_is_refused():
+    test = binary_predictions("test")
+    with pytest.raises(ValueError, match="thresholds are chosen on validation data only"):
+        choose_thresholds(test)
+    with pytest.raises(ValueError, match="threshold was chosen on split 'test'"):
+        evaluate_predictions(test, ThresholdChoice(0.5, "youden", "test"))
+    with pytest.raises(ValueError, match="binary predictions need a threshold chosen on validation data"):
+        evaluate_predictions(test, None)
+
+
+def test_outputs_written_with_nulls_for_undefined_metrics(tmp_path):
+    test = binary_predictions("test").subset(np.array([0, 1, 3]))  # positives only: no specificity
+    report = evaluate_predictions(test, ThresholdChoice.fixed(0.5), n_resamples=20)
+    write_evaluation(tmp_path, report, test, ThresholdChoice.fixed(0.5))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["overall"]["specificity"] == {"value": None, "ci_low": None, "ci_high": None}
+    frame = pd.read_csv(tmp_path / "predictions.csv", keep_default_na=False)
+    assert list(frame.columns) == [
+        "file",
+        "key",
+        "patient",
+        "modality",
+        "source",
+        "label",
+        "probability",
+        "predicted",
+    ]
+    assert frame["predicted"].tolist() == ["COVID", "COVID", "NonCOVID"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "confusion_matrix.png",
+        "metrics.json",
+        "pr.png",
+        "predictions.csv",
+        "roc.png",
+    ]
+
+
+def test_multiclass_report_has_macro_and_per_class():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    test = Predictions(
+        "test",
+        "multiclass",
+        ["a", "b", "c"],
+        ["a", "b", "c"],
+        probabilities,
+        np.array([0, 1, 2, 2]),
+        meta(["xray"] * 4, [""] * 4),
+    )
+    overall = evaluate_predictions(test, None, n_resamples=20)["overall"]
+    assert overall["accuracy"]["value"] == 0.75
+    assert overall["macro_recall"]["value"] == pytest.approx(5 / 6)
+    assert overall["per_class"]["c"]["recall"] == 0.5
+    assert overall["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+
+
+def test_multimodal_predictions_from_two_tfrecord_folders(tmp_path):
+    config = DataConfig(
+        tfrecords=[str(tiny_ct(tmp_path)), str(tiny_xray(tmp_path))],
+        label_map={"COVID-19": "COVID", "Non-COVID": "NonCOVID", "Normal": "NonCOVID"},
+        image_size=16,
+        channels=1,
+        batch_size=8,
+    )
+    predictions = collect_predictions(model_predict_fn(constant_model(0.7)), config, "test")
+    # 8 CT test images (4 COVID) and 6 X-ray test images (2 COVID-19, 4 others).
+    assert predictions.meta["modality"].tolist() == ["ct"] * 8 + ["xray"] * 6
+    assert predictions.targets.tolist() == [1, 1, 0, 0, 1, 1, 0, 0] + [1, 1, 0, 0, 0, 0]
+    np.testing.assert_allclose(predictions.probabilities, 0.7, rtol=1e-6)
+    report = evaluate_predictions(predictions, ThresholdChoice.fixed(0.5), n_resamples=20)
+    assert report["by_modality"]["ct"]["sensitivity"]["value"] == 1.0
+    assert report["by_modality"]["xray"]["specificity"]["value"] == 0.0
+    assert report["by_source"]["xraysrc"]["counts"]["n"] == 6

@@ -1,0 +1,124 @@
+import keras
+import numpy as np
+import pytest
+import yaml
+
+from classification.train import RunConfig, class_weight_for, load_run_config, train_classifier
+from tests.classification.tiny_data import tiny_ct
+
+
+def run_config(tmp_path, tfrecords, **training) -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "run_dir": str(tmp_path / "run"),
+            "data": {
+                "tfrecords": str(tfrecords),
+                "image_size": 16,
+                "channels": 1,
+                "batch_size": 8,
+                "deterministic": True,
+            },
+            "model": {"name": "plain_cnn", "options": {"filters": [4, 8]}, "dropout": 0.0},
+            "training": {"epochs": 1, "learning_rate": 0.01, "verbose": 0, "tensorboard": False, **training},
+            "evaluation": {"n_resamples": 50},
+        }
+    )
+
+
+def backbone_weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.array(w) for w in model.get_layer("backbone").get_weights()]
+
+
+def test_stage_one_freezes_the_backbone_and_stage_two_fine_tunes_its_top_block(tmp_path):
+    config = run_config(tmp_path, tiny_ct(tmp_path), fine_tune_epochs=1, unfreeze_top_blocks=1)
+    keras.utils.set_random_seed(0)
+    from classification.train import make_model_builder
+
+    initial = make_model_builder(config)()
+    result = train_classifier(config, evaluate=False)
+    assert result["epochs"] == 2 and result["history"]["loss"]
+
+    after_head = make_model_builder(config)()
+    after_head.load_weights(str(tmp_path / "run" / "stages" / "head.weights.h5"))
+    for before, after in zip(backbone_weights(initial), backbone_weights(after_head), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert not np.allclose(
+        initial.get_layer("logits").get_weights()[0], after_head.get_layer("logits").get_weights()[0]
+    )
+
+    final = make_model_builder(config)()
+    final.load_weights(str(tmp_path / "run" / "stages" / "fine_tune.weights.h5"))
+    backbone_initial, backbone_final = initial.get_layer("backbone"), final.get_layer("backbone")
+    # block1 stays frozen; block2's convolution moves (its BN moving statistics too).
+    np.testing.assert_array_equal(
+        backbone_initial.get_layer("block1_conv1").get_weights()[0],
+        backbone_final.get_layer("block1_conv1").get_weights()[0],
+    )
+    assert not np.allclose(
+        backbone_initial.get_layer("block2_conv1").get_weights()[0],
+        backbone_final.get_layer("block2_conv1").get_weights()[0],
+    )
+
+
+def test_single_stage_run_writes_model_history_and_evaluation(tmp_path):
+    config = run_config(tmp_path, tiny_ct(tmp_path), epochs=3, class_weight="balanced")
+    result = train_classifier(config)
+    run = tmp_path / "run"
+    assert result["epochs"] == 3
+    assert (run / "best.keras").is_file() and (run / "config.yaml").is_file()
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == "plain_cnn" and saved["training"]["class_weight"] == "balanced"
+    metrics = result["metrics"]
+    assert metrics["split"] == "test" and metrics["thresholds"][0]["split"] == "val"
+    # Bright vs dark images: a 3-epoch CNN separates the 8 test images.
+    assert metrics["overall"]["roc_auc"]["value"] >= 0.9
+    for name in (
+        "metrics.json",
+        "predictions.csv",
+        "roc.png",
+        "pr.png",
+        "confusion_matrix.png",
+        "training_curves.png",
+    ):
+        assert (run / "eval" / name).is_file(), name
+
+
+def test_balanced_class_weights_follow_the_positive_label(tmp_path):
+    data = tiny_ct(tmp_path)
+    config = run_config(tmp_path, data, class_weight="balanced")
+    assert class_weight_for(config) == {0: 1.0, 1: 1.0}  # 12 COVID, 12 NonCOVID training images
+    config.data.balanced_sampling = True
+    assert class_weight_for(config) is None
+
+
+def test_load_run_config_with_overrides_and_unknown_keys(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": "x", "data": {"tfrecords": str(tiny_ct(tmp_path))}}))
+    config = load_run_config(path, {"training.epochs": 7, "model.name": "plain_cnn"})
+    assert (
+        config.training.epochs == 7
+        and config.model.name == "plain_cnn"
+        and config.data.positive_label == "COVID"
+    )
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['size'\] in section 'model'"):
+        load_run_config(path, {"model.size": 3})
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_real_ct_subset_trains_and_evaluates_patient_disjoint(shared_data, tmp_path):
+    from classification.evaluate import collect_predictions, model_predict_fn
+    from tfrecords.writer import write_dataset
+
+    folder = tmp_path / "ct"
+    write_dataset("image_folder", shared_data / "ct-covid-classification", folder, preprocess="resize=64")
+    config = run_config(tmp_path, folder, epochs=2, monitor="val_auc", mode="max")
+    config.model.batchnorm_momentum = 0.9
+    metrics = train_classifier(config)["metrics"]
+    assert metrics["n"] == 192 and 0.0 <= metrics["overall"]["roc_auc"]["value"] <= 1.0
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    patients = {
+        split: set(collect_predictions(model_predict_fn(model), config.data, split).meta["patient_id"])
+        for split in ("train", "test")
+    }
+    assert not (patients["train"] & patients["test"])
