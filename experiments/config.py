@@ -33,6 +33,8 @@ class DataConfig:
     split: "publisher" (the set's own splits), "patient" (patient-wise, seeded) or "file" (`split_file`).
     preprocess: the `tfrecords` preprocessing spec, e.g. "window=lung,clahe"; image_size: pixels (square).
     batch_size: per replica; the runner multiplies it by the number of replicas (the global batch).
+    steps_per_epoch: segmentation only: repeat the training split and take this many batches per epoch
+      (more BatchNorm updates per epoch on tiny sets); None = one pass.
     label_names / label_map: the run's classes and how source labels map onto them.
     augment: `tfrecords.augment.AugmentConfig` fields; empty = no augmentation.
     phantom: read synthetic phantoms generated in the dataset's layout instead of `root`.
@@ -49,6 +51,7 @@ class DataConfig:
     image_size: int = 128
     channels: int = 1
     batch_size: int = 8
+    steps_per_epoch: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
     mask_names: list[str] = field(default_factory=list)
     label_names: list[str] = field(default_factory=list)

@@ -27,6 +27,7 @@ from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest
 from tfrecords.writer import write_dataset
 
 COLUMNS = ["key", "patient_id", "label", "group_kind", "split"]
+PHANTOM_CASES = 8  # volumes (CT) or images per class and split unit (X-ray) of generated phantoms
 PHANTOM_KINDS = ("zenodo", "medseg", "covid_qu_ex", "lidc", "image_folder")
 
 
@@ -50,7 +51,7 @@ def dataset_root(dataset: str, root: str, data_dir: Path, cache_dir: Path, phant
     out = cache_dir / f"phantoms-seed{seed}"
     kind_root = out / dataset
     if not kind_root.is_dir():
-        phantoms.generate(out, kinds=(dataset,), n_cases=4, seed=seed)
+        phantoms.generate(out, kinds=(dataset,), n_cases=PHANTOM_CASES, seed=seed)
     return kind_root
 
 

@@ -69,10 +69,19 @@ def tf_config_from_slurm(env: Mapping[str, str] = os.environ, port: int = 12345)
     }
 
 
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
+def worker_index() -> int:
+    """This process's task index in TF_CONFIG (0 without one)."""
+    return int(_tf_config().get("task", {}).get("index", 0))
+
+
 def is_chief() -> bool:
     """True on the process that writes final artefacts: the "chief" task if the cluster has one,
     otherwise worker 0; always True without TF_CONFIG."""
-    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    config = _tf_config()
     task = config.get("task", {"type": "worker", "index": 0})
     if "chief" in config.get("cluster", {}):
         return task["type"] == "chief"

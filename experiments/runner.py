@@ -8,13 +8,12 @@ A run folder holds: `config.yaml` (resolved), `run.json` (git commit, package ve
 strategy, split type and data scale, manifest checksums and split files, published keys, timing),
 the training outputs (`best.keras`, `history.csv`, plots, `eval/metrics.json`, CSVs) and
 `summary.json` (flat metrics with CIs). Only the chief writes it; other workers of a multi-worker run
-train in a scratch folder that is removed at the end.
+train in `out/.cache/worker-<i>/<name>` (their checkpoints and backups, for resuming).
 """
 
 from __future__ import annotations
 
 import importlib
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ import yaml
 
 from experiments.config import ExperimentConfig, to_dict
 from experiments.data import PreparedData, prepare_data
-from experiments.distribute import is_chief, make_strategy
+from experiments.distribute import is_chief, make_strategy, worker_index
 from experiments.registry import get_experiment
 from experiments.run_folder import git_commit, hardware, new_run_dir, package_versions, write_json
 from experiments.tasks import Summary, run_classification, run_segmentation
@@ -46,9 +45,10 @@ class RunContext:
 
 
 def _run_dir(out_dir: Path, name: str, resume: bool, chief: bool) -> Path:
+    """The chief's new (or resumed) run folder; other workers train in `out/.cache/worker-<i>/<name>`."""
     if not chief:
-        scratch = out_dir / name / f".worker-{time.time_ns()}"
-        scratch.mkdir(parents=True)
+        scratch = out_dir / ".cache" / f"worker-{worker_index()}" / name
+        scratch.mkdir(parents=True, exist_ok=True)
         return scratch
     if resume:
         latest = out_dir / name / "latest"
@@ -97,7 +97,7 @@ def run_experiment(
     mixed_precision: str | None = None,
     resume: bool = False,
 ) -> Path:
-    """Runs one named experiment and returns its run folder (the scratch folder on non-chief workers)."""
+    """Runs one named experiment and returns its run folder (the worker folder on non-chief workers)."""
     config = get_experiment(name, list(overrides))
     config.runtime.strategy = strategy or config.runtime.strategy
     config.runtime.mixed_precision = mixed_precision or config.runtime.mixed_precision
@@ -107,7 +107,7 @@ def run_experiment(
     chief = is_chief()
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     run_dir = _run_dir(out_dir, config.name, resume, chief)
-    cache_dir = out_dir / ".cache" / ("chief" if chief else run_dir.name)
+    cache_dir = out_dir / ".cache" / ("chief" if chief else f"worker-{worker_index()}")
     started = datetime.now(UTC).isoformat(timespec="seconds")
     record = {
         "name": config.name,
@@ -131,7 +131,6 @@ def run_experiment(
     record["seconds"] = round(time.perf_counter() - clock, 1)
     record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     if not chief:
-        shutil.rmtree(run_dir, ignore_errors=True)
         return run_dir
     write_json(run_dir / "run.json", record)
     write_json(run_dir / "summary.json", summary)

@@ -107,6 +107,7 @@ def segmentation_config(
         "channels": data.channels,
         "batch_size": data.batch_size * replicas,
         "loss": model.loss,
+        "steps_per_epoch": data.steps_per_epoch,
         "augment": data.augment or None,
         "training": config.training,
     }

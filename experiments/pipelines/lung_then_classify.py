@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from classification.train import train_classifier
 from common.plots import plt, save_figure
+from common.training import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines.ct_recipe import predicted_masks
@@ -58,9 +59,24 @@ from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
 from tfrecords.reader import read_examples
 
+if TYPE_CHECKING:  # the runner imports the pipelines
+    from experiments.runner import RunContext
+
 VARIANTS = ("original", "segmented_lung", "without_lung")
 DONE = "done.json"
 PREDICT_BATCH = 32
+# The row's training settings the lung segmenter shares; the rest (the classifier's monitor, class
+# weights, fine-tuning stages) keep their defaults.
+SHARED_TRAINING_FIELDS = (
+    "learning_rate",
+    "optimizer",
+    "lr_schedule",
+    "early_stopping_patience",
+    "mixed_precision",
+    "seed",
+    "tensorboard",
+    "verbose",
+)
 Example = dict[str, Any]  # one decoded example of `tfrecords.reader.read_examples`
 
 
@@ -117,7 +133,8 @@ def train_lung_segmenter(
     """Trains (once; cached by a fingerprint of data, model and training settings) the lung segmenter
     and evaluates it on test. Returns (best.keras path, the test metrics.json)."""
     replicas = strategy.num_replicas_in_sync
-    training = dataclasses.replace(config.training, epochs=options.epochs, fine_tune_epochs=0)
+    shared = {name: getattr(config.training, name) for name in SHARED_TRAINING_FIELDS}
+    training = TrainingConfig(epochs=options.epochs, **shared)  # monitor val_loss, one stage
     seg_config = segmentation_config(
         config,
         str(manifest.directory),
@@ -167,9 +184,9 @@ def lung_masks(segmenter: Segmenter, images: list[np.ndarray], image_max: float)
 
 def _batches(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
     """Batches of one shard's examples and of one image shape (so that they stack)."""
-    key = lambda example: (example["shard"], example["image"].shape)  # noqa: E731
-    for _, group in itertools.groupby(examples, key=key):
-        group = iter(group)
+    for _, group in itertools.groupby(
+        examples, key=lambda example: (example["shard"], example["image"].shape)
+    ):
         while batch := list(itertools.islice(group, size)):
             yield batch
 
@@ -302,7 +319,7 @@ def plot_variants(folders: Mapping[str, Path], out_path: Path, split: str = "tes
     return save_figure(figure, out_path)
 
 
-def run(context, prepared: PreparedData) -> Summary:
+def run(context: RunContext, prepared: PreparedData) -> Summary:
     """One S4 row: the cached lung segmenter and variants, then the classifier on the row's variant."""
     config = context.config
     variant = config.pipeline_options.get("variant")

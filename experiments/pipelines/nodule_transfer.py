@@ -4,7 +4,7 @@ El-Bana et al. initialise their COVID-19 infection DeepLabv3+ (aligned Xception-
 to segment pulmonary nodules. The rows `s0_deeplabv3plus_{nodule,imagenet,scratch}_transfer_ggo` differ
 only in `pipeline_options.init`:
 - "nodule": pretrain the same architecture on `pipeline_options.pretrain` ({dataset: lidc | msd_patches,
-  root, epochs, mask_names, split}; LIDC-layout phantoms when `data.phantom`), cached in
+  root, epochs, mask_names, split, preprocess}; LIDC-layout phantoms when `data.phantom`), cached in
   `cache_dir/pretrain-<fingerprint>/best.keras` so the rows share it, then copy every layer whose name
   and shapes match (`transfer_weights`; the head keeps its fresh initialisation when the class count
   differs) and write the `TransferReport` to `run_dir/transfer.json`;
@@ -12,6 +12,8 @@ only in `pipeline_options.init`:
   offline, or for our own aligned Xception-65, which has no ImageNet weights);
 - "scratch": random initialisation.
 Then train on the COVID data, choose the threshold on validation and evaluate on test.
+`pipeline_options.steps_per_epoch` (optional, for pretraining and fine-tuning) draws that many batches
+per epoch from the repeated training split, so that BatchNorm statistics keep up on tiny sets.
 """
 
 from __future__ import annotations
@@ -38,25 +40,32 @@ from segmentation.predict import load_segmenter
 from segmentation.train import SegmentationConfig, build_model, train_segmenter
 
 INITS = ("nodule", "imagenet", "scratch")
-PRETRAIN_DATASETS = {"lidc": ("nodule-lidc", ["nodule"]), "msd_patches": ("tumour-msd-patches", ["tumour"])}
+# dataset -> (root, masks, write-time preprocessing: LIDC slices are pipeline-normalised floats, about
+# -0.33 to 4.93; the MSD patches are floats in [0, 1]).
+PRETRAIN_DATASETS = {
+    "lidc": ("nodule-lidc", ["nodule"], "range=-0.5:5"),
+    "msd_patches": ("tumour-msd-patches", ["tumour"], "range=0:1"),
+}
 PRETRAIN_DONE = "pretrain.json"  # written last: a pretraining folder without it is incomplete
 DEFAULT_EXPERIMENT = "s0_deeplabv3plus_nodule_transfer_ggo"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # as `python -m experiments`
 
 
 def pretrain_options(config: ExperimentConfig) -> dict[str, Any]:
-    """`pipeline_options.pretrain` with defaults: dataset lidc, its root and mask, 10 epochs, patient split."""
+    """`pipeline_options.pretrain` with defaults: dataset lidc, its root, mask and preprocessing,
+    10 epochs, patient split."""
     options = dict(config.pipeline_options.get("pretrain") or {})
     dataset = options.get("dataset", "lidc")
     if dataset not in PRETRAIN_DATASETS:
         raise ValueError(f"pretrain dataset {dataset!r} is not one of {sorted(PRETRAIN_DATASETS)}")
-    root, mask_names = PRETRAIN_DATASETS[dataset]
+    root, mask_names, preprocess = PRETRAIN_DATASETS[dataset]
     return {
         "dataset": dataset,
         "root": options.get("root", root),
         "epochs": int(options.get("epochs", 10)),
         "mask_names": list(options.get("mask_names", mask_names)),
         "split": options.get("split", "patient"),
+        "preprocess": options.get("preprocess", preprocess),
     }
 
 
@@ -86,6 +95,7 @@ def pretrain_nodule(
         extra=[],
         split=options["split"],
         split_file=None,
+        preprocess=options["preprocess"],
         mask_names=options["mask_names"],
         label_names=[],
         label_map={},
@@ -101,6 +111,7 @@ def pretrain_nodule(
             "data": [data.image_size, data.channels, data.batch_size, data.augment],
             "training": dataclasses.asdict(training),
             "seed": seed,
+            "steps_per_epoch": config.pipeline_options.get("steps_per_epoch"),
         }
     )
     run_dir = cache_dir / f"pretrain-{key}"
@@ -115,6 +126,7 @@ def pretrain_nodule(
         mask_names=tuple(options["mask_names"]),
         multiclass=False,
         encoder_weights=None,
+        steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
     )
     best = train_segmenter(run, strategy)
     write_json(run_dir / PRETRAIN_DONE, {"options": options, "tfrecords": str(manifest.directory)})
@@ -143,7 +155,12 @@ def run(context, prepared: PreparedData) -> Summary:
     replicas = context.strategy.num_replicas_in_sync
     weights = "imagenet" if init == "imagenet" else None
     run_config = segmentation_config(
-        config, str(manifest.directory), context.run_dir, replicas, encoder_weights=weights
+        config,
+        str(manifest.directory),
+        context.run_dir,
+        replicas,
+        encoder_weights=weights,
+        steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
     )
     reports: list[TransferReport] = []
     builder = None

@@ -9,7 +9,8 @@ in `MANIFESTATION_ORDER`; a pixel no stream claims is background (0).
 `run` is the row `s0_streams`: it trains one binary segmenter per manifestation of `data.mask_names`,
 one multi-class model over the same masks (the baseline) and the multi-label recogniser
 (`pipeline_options.recogniser`: name, epochs, learning_rate, weights, options, min_pixels) whose
-per-class gate thresholds are chosen on validation. On the test split it runs the gated and the
+per-class gate thresholds are chosen on validation; `pipeline_options.steps_per_epoch` (optional) sets
+the segmenters' batches per epoch. On the test split it runs the gated and the
 ungated streams on the same images and writes `streams.json` and `per_image.csv`: wall time and
 counted FLOPs of both, and Dice / mIoU of the gated streams against the single model (see DEFINITIONS).
 """
@@ -34,7 +35,7 @@ from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, classification_config, segmentation_config
 from segmentation import metrics
-from segmentation.evaluate import predict_split
+from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
 from segmentation.train import train_segmenter
 
@@ -194,7 +195,13 @@ def _train_streams(context, data: str, manifestations: tuple[str, ...]) -> dict[
     streams = {}
     for name in manifestations:
         run = segmentation_config(
-            config, data, context.run_dir / "streams" / name, replicas, mask_names=(name,), multiclass=False
+            config,
+            data,
+            context.run_dir / "streams" / name,
+            replicas,
+            mask_names=(name,),
+            multiclass=False,
+            steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
         )
         streams[name] = load_segmenter(train_segmenter(run, context.strategy))
     return streams
@@ -208,6 +215,7 @@ def _train_single(context, data: str) -> Segmenter:
         context.run_dir / "single",
         context.strategy.num_replicas_in_sync,
         multiclass=True,
+        steps_per_epoch=context.config.pipeline_options.get("steps_per_epoch"),
     )
     return load_segmenter(train_segmenter(run, context.strategy))
 
@@ -253,6 +261,31 @@ def _timed_predict(pipeline: GatedStreams, images: np.ndarray, gated: bool) -> S
     return pipeline.predict(images, gated=gated)
 
 
+def _parts(counts: metrics.Counts) -> tuple[np.ndarray, ...]:
+    """(tp, fp, fn, tn), each (N, M)."""
+    return counts.tp, counts.fp, counts.fn, counts.tn
+
+
+def _per_image_table(
+    test: SplitPredictions,
+    gated: StreamsOutput,
+    truth: np.ndarray,
+    counts: dict[str, metrics.Counts],
+    gated_flops: np.ndarray,
+    manifestations: tuple[str, ...],
+) -> pd.DataFrame:
+    """One row per test image: key, case, gated FLOPs, and per manifestation whether its stream ran,
+    its truth pixels and its Dice in each view (streams, single, ungated)."""
+    table = pd.DataFrame({"key": test.keys, "case_id": test.case_ids, "gated_flops": gated_flops})
+    values = _label_values(manifestations)
+    for k, name in enumerate(manifestations):
+        table[f"ran_{name}"] = gated.ran[name]
+        table[f"truth_px_{name}"] = (truth == values[k + 1]).sum(axis=(1, 2))
+        for view, view_counts in counts.items():
+            table[f"dice_{name}_{view}"] = metrics.dice_from_counts(view_counts)[:, k]
+    return table
+
+
 def _entry(value: float, low: float | None = None, high: float | None = None) -> dict[str, float | None]:
     return {"value": float(value), "low": low, "high": high}
 
@@ -293,15 +326,15 @@ def run(context, prepared: PreparedData) -> Summary:
     recogniser_flops = model_flops(recogniser)
     gated_per_image = recogniser_flops + sum(gated.ran[name] * stream_flops[name] for name in manifestations)
     ungated_per_image = np.full(len(images), sum(stream_flops.values()))
-    streams_counts = manifestation_counts(gated.label_map, truth, manifestations)
-    single_counts = manifestation_counts(single_labels, truth, manifestations)
-    ungated_counts = manifestation_counts(ungated.label_map, truth, manifestations)
-    counts_arrays = [
-        getattr(c, part) for c in (streams_counts, single_counts) for part in ("tp", "fp", "fn", "tn")
-    ]
+    counts = {
+        "streams": manifestation_counts(gated.label_map, truth, manifestations),
+        "single": manifestation_counts(single_labels, truth, manifestations),
+        "ungated": manifestation_counts(ungated.label_map, truth, manifestations),
+    }
     intervals = bootstrap_cis(
         comparison_metrics(manifestations),
-        *counts_arrays,
+        *_parts(counts["streams"]),
+        *_parts(counts["single"]),
         gated_per_image,
         ungated_per_image,
         n_resamples=config.evaluation.bootstrap_resamples,
@@ -309,9 +342,7 @@ def run(context, prepared: PreparedData) -> Summary:
         groups=test.case_ids,
     )
     summary: Summary = {name: _entry(*values) for name, values in intervals.items()}
-    ungated_scores = _scores(
-        tuple(getattr(ungated_counts, part) for part in ("tp", "fp", "fn", "tn")), manifestations, "ungated"
-    )
+    ungated_scores = _scores(_parts(counts["ungated"]), manifestations, "ungated")
     summary.update({name: _entry(value) for name, value in ungated_scores.items()})
     timing = {
         "gated_seconds": gated.seconds,
@@ -327,13 +358,7 @@ def run(context, prepared: PreparedData) -> Summary:
     }
     summary.update({name: _entry(value) for name, value in timing.items()})
 
-    per_image = pd.DataFrame({"key": test.keys, "case_id": test.case_ids, "gated_flops": gated_per_image})
-    dice_views = {"streams": streams_counts, "single": single_counts, "ungated": ungated_counts}
-    for k, name in enumerate(manifestations):
-        per_image[f"ran_{name}"] = gated.ran[name]
-        per_image[f"truth_px_{name}"] = (truth == _label_values(manifestations)[k + 1]).sum(axis=(1, 2))
-        for view, counts in dice_views.items():
-            per_image[f"dice_{name}_{view}"] = metrics.dice_from_counts(counts)[:, k]
+    per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
     write_bytes_atomic(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
     write_json(
         context.run_dir / "streams.json",

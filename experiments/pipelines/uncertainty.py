@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -37,6 +37,9 @@ from common import plots
 from common.bootstrap import bootstrap_cis
 from experiments.data import PreparedData
 from experiments.tasks import Summary, _entry, classification_config, summarize_classification
+
+if TYPE_CHECKING:  # the runner imports the pipelines
+    from experiments.runner import RunContext
 
 SUMMARY_COVERAGES = (100, 90, 80, 70, 60, 50)  # percent of test cases kept
 
@@ -112,7 +115,7 @@ def _options(options: dict[str, Any]) -> tuple[list[str], list[int], int]:
     return members, seeds, int(options.get("mc_dropout_samples", 20))
 
 
-def run(context, prepared: PreparedData) -> Summary:
+def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains every member, evaluates the ensemble and MC dropout; returns the summary."""
     config = context.config
     members, seeds, samples = _options(config.pipeline_options)

@@ -17,8 +17,15 @@ FAST = {"demo", "ours_mobilenetv2_ct_patientwise", "s3_unet_lung_zenodo", "s1_un
 
 def tiny_overrides(name: str) -> list[str]:
     config = get_experiment(name)
-    overrides = ["data.phantom=true", "data.batch_size=4", "training.epochs=1", "training.verbose=0",
-                 "training.tensorboard=false", "model.weights=null", "evaluation.bootstrap_resamples=20"]
+    overrides = [
+        "data.phantom=true",
+        "data.batch_size=4",
+        "training.epochs=1",
+        "training.verbose=0",
+        "training.tensorboard=false",
+        "model.weights=null",
+        "evaluation.bootstrap_resamples=20",
+    ]
     if config.training.fine_tune_epochs:
         overrides.append("training.fine_tune_epochs=1")
     if config.model.task == "segmentation":
@@ -36,8 +43,13 @@ PARAMS = [pytest.param(name, marks=() if name in FAST else pytest.mark.slow) for
 
 @pytest.mark.parametrize("name", PARAMS)
 def test_config_runs_one_epoch_on_phantoms(name, tmp_path):
-    run_dir = run_experiment(name, data_dir=tmp_path / "unused", out_dir=tmp_path / "runs",
-                             overrides=tiny_overrides(name), strategy="one_device")
+    run_dir = run_experiment(
+        name,
+        data_dir=tmp_path / "unused",
+        out_dir=tmp_path / "runs",
+        overrides=tiny_overrides(name),
+        strategy="one_device",
+    )
     record = json.loads((run_dir / "run.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert record["name"] == name

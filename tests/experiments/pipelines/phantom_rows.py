@@ -2,7 +2,7 @@
 
 The MedSeg phantoms hold slices of whole volumes without patient ids; their split is made here by
 volume (the volume id standing in for the patient), written as a split file, so that no volume
-spans two splits. Everything is tiny: 32 px inputs, a plain U-Net with 4-8-16 filters, one epoch.
+spans two splits. Their unlabelled `val_im` slices (no masks, as in MedSeg) are removed. Everything is tiny: 32 px inputs, a plain U-Net with 4-8-16 filters, one epoch.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ TINY_SEGMENTER = [
 def phantom_roots(folder: Path) -> dict[str, Path]:
     """Generates MedSeg and LIDC phantoms (64 px) under `folder`; returns dataset -> root."""
     phantoms.generate(folder, kinds=("medseg", "lidc"), n_cases=4, seed=0, size=64, slices=8)
+    (folder / "medseg" / "val_im.nii.gz").unlink()
     return {"medseg": folder / "medseg", "lidc": folder / "lidc"}
 
 
@@ -45,4 +46,9 @@ def volume_split_file(root: Path, out: Path) -> Path:
 
 def medseg_overrides(roots: dict[str, Path], split_file: Path) -> list[str]:
     """Overrides reading the MedSeg phantoms with the volume split, plus the tiny model."""
-    return [f"data.root={roots['medseg']}", "data.split=file", f"data.split_file={split_file}", *TINY_SEGMENTER]
+    return [
+        f"data.root={roots['medseg']}",
+        "data.split=file",
+        f"data.split_file={split_file}",
+        *TINY_SEGMENTER,
+    ]

@@ -18,6 +18,7 @@ from experiments.pipelines.ct_recipe import (
     crop_with_lung_model,
     enhance,
     lung_predictor,
+    recipe_from_config,
     trim_records,
     trim_volume,
 )
@@ -100,7 +101,9 @@ def test_enhance_windows_hu_and_applies_clahe_to_uint8():
     hu = rng.integers(-1200, 300, size=(32, 32)).astype(np.int16)
     ct = Record("s", hu, "ct", "hu", "/s.png")
     enhanced = enhance(ct, S3_RECIPE)
-    expected = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(preprocess.window_hu(hu, preset="lung"))
+    expected = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(
+        preprocess.window_hu(hu, preset="lung")
+    )
     assert enhanced.image.dtype == np.uint8 and enhanced.intensity == "display"
     np.testing.assert_array_equal(enhanced.image, expected)
     display = Record("d", preprocess.window_hu(hu, preset="lung"), "ct", "display", "/d.png")
@@ -162,7 +165,9 @@ def threshold_segmenter(input_size: int = 16) -> Segmenter:
 def test_lung_predictor_drives_the_crop_of_records_without_a_lung_mask():
     image = np.zeros((32, 32), np.uint8)
     image[8:24, 4:20] = 255  # bright 'lung' on even pixel edges: exact through the 16-px model
-    slices = [Record(f"v/{k}", image, "ct", "display", "/v.png", volume_id="v", slice_index=k) for k in range(2)]
+    slices = [
+        Record(f"v/{k}", image, "ct", "display", "/v.png", volume_id="v", slice_index=k) for k in range(2)
+    ]
     predict = lung_predictor(threshold_segmenter())
     expected = np.zeros((32, 32), np.uint8)
     expected[8:24, 4:20] = 1
@@ -179,3 +184,13 @@ def test_apply_recipe_to_volume_cuts_trims_and_enhances():
     out = list(apply_recipe_to_volume(volume, CTRecipe(image_size=8)))
     assert [r.key for r in out] == ["vol/0002", "vol/0003", "vol/0004", "vol/0005"]
     assert all(r.image.shape == (8, 8) and r.image.dtype == np.uint8 for r in out)
+
+
+def test_recipe_from_config_by_name_or_changed_fields():
+    assert recipe_from_config("s3") == S3_RECIPE
+    changed = recipe_from_config({"keep_fraction": 0.6, "window": [-500, 1400], "image_size": 128})
+    assert changed == CTRecipe(keep_fraction=0.6, window=(-500, 1400), image_size=128)
+    with pytest.raises(ValueError, match="unknown CT recipe 's4'; known: s3"):
+        recipe_from_config("s4")
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['clip'\]"):
+        recipe_from_config({"clip": 3.0})
