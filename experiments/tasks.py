@@ -160,8 +160,9 @@ def run_segmentation(
     manifest = prepared.manifests[0]
     run = segmentation_config(config, str(manifest.directory), run_dir, strategy.num_replicas_in_sync)
     best = train_segmenter(run, strategy)
+    # The TFRecords are already preprocessed: the segmenter needs no raw-image spec here.
     metrics = evaluate_segmenter(
-        load_segmenter(best),
+        load_segmenter(best, preprocess=""),
         manifest.directory,
         run_dir / "eval",
         batch_size=run.batch_size,
