@@ -228,20 +228,21 @@ def _summary(
         summary["confusion_matrix"] = full["confusion_matrix"]
         summary["n"] = int(len(targets))
         return summary
-    per_class = {}
-    for k, name in enumerate(predictions.output_names):
-        threshold = choices[k].threshold
+    names, thresholds = predictions.output_names, [choice.threshold for choice in choices]
 
-        def metric_fn(labels, scores, threshold=threshold):
-            values = m.binary_metrics(labels, scores, threshold)
-            return {metric: values[metric] for metric in m.BINARY_METRICS}
+    def metric_fn(labels, scores):
+        """Per-class metrics at each class's threshold ("class/metric") and their macro means."""
+        values = {}
+        for k, name in enumerate(names):
+            per_class = m.binary_metrics(labels[:, k], scores[:, k], thresholds[k])
+            values.update({f"{name}/{metric}": per_class[metric] for metric in m.BINARY_METRICS})
+        for metric in m.BINARY_METRICS:
+            values[f"macro/{metric}"] = m.nanmean([values[f"{name}/{metric}"] for name in names])
+        return values
 
-        per_class[name] = _with_ci(metric_fn, targets[:, k], probabilities[:, k], groups, n_resamples, seed)
-    macro = {}
-    for metric in m.BINARY_METRICS:
-        values = [per_class[name][metric]["value"] for name in per_class]
-        defined = [value for value in values if value is not None]
-        macro[metric] = float(np.mean(defined)) if defined else None
+    flat = _with_ci(metric_fn, targets, probabilities, groups, n_resamples, seed)
+    per_class = {name: {metric: flat[f"{name}/{metric}"] for metric in m.BINARY_METRICS} for name in names}
+    macro = {metric: flat[f"macro/{metric}"] for metric in m.BINARY_METRICS}
     return {"per_class": per_class, "macro": macro, "n": int(len(targets))}
 
 

@@ -148,13 +148,14 @@ def multiclass_metrics(
         }
     summary: dict[str, object] = {"accuracy": _ratio(np.trace(matrix), matrix.sum())}
     for metric in ("precision", "recall", "specificity", "f1", "roc_auc", "pr_auc"):
-        summary[f"macro_{metric}"] = _nanmean([per_class[name][metric] for name in class_names])
+        summary[f"macro_{metric}"] = nanmean([per_class[name][metric] for name in class_names])
     summary["per_class"] = per_class
     summary["confusion_matrix"] = matrix.tolist()
     return summary
 
 
-def _nanmean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN when there are none (the "macro" rule)."""
     finite = [v for v in values if np.isfinite(v)]
     return float(np.mean(finite)) if finite else float("nan")
 

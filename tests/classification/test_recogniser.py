@@ -86,4 +86,14 @@ def test_recogniser_trains_with_per_class_validation_thresholds(tmp_path):
     assert [t["split"] for t in report["thresholds"]] == ["val"] * 3
     assert list(report["overall"]["per_class"]) == ["ggo", "consolidation", "effusion"]
     assert report["overall"]["per_class"]["effusion"]["roc_auc"]["value"] is None  # never present
-    assert report["overall"]["macro"]["accuracy"] is not None
+    per_class, macro = report["overall"]["per_class"], report["overall"]["macro"]
+    for metric in ("accuracy", "sensitivity"):
+        expected = np.mean(
+            [
+                per_class[name][metric]["value"]
+                for name in ("ggo", "consolidation", "effusion")
+                if per_class[name][metric]["value"] is not None
+            ]
+        )
+        assert macro[metric]["value"] == pytest.approx(expected)
+        assert macro[metric]["ci_low"] <= macro[metric]["value"] <= macro[metric]["ci_high"]
