@@ -117,7 +117,7 @@ def run_experiment(
         "published": config.evaluation.published,
         "git_commit": git_commit(),
         "versions": package_versions(),
-        "hardware": hardware(config.runtime.strategy, distribution.num_replicas_in_sync),
+        "hardware": hardware(type(distribution).__name__, distribution.num_replicas_in_sync),
         "jit_compile": "auto (resolves to False on CPU, where XLA is slower; see RUNTIME.md)",
         "global_batch_size": config.data.batch_size * distribution.num_replicas_in_sync,
     }
