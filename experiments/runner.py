@@ -29,6 +29,7 @@ from experiments.registry import get_experiment
 from experiments.run_folder import git_commit, hardware, new_run_dir, package_versions, write_json
 from experiments.tasks import Summary, run_classification, run_segmentation
 
+HEADLINES = ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou", "compute_saving")
 # Composed pipelines by name: module in experiments.pipelines with `run(context, prepared) -> Summary`.
 PIPELINES = ("nodule_transfer", "streams", "lung_then_classify", "uncertainty", "demo")
 
@@ -139,8 +140,9 @@ def run_experiment(
 
 
 def one_line_summary(config: ExperimentConfig, summary: Summary, seconds: float, run_dir: Path) -> str:
+    """`name: metric value, ... in N s -> folder`, with the headline metrics (also `<part>_<metric>`)."""
     shown = [
-        key for key in ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou") if key in summary
+        key for key in summary for headline in HEADLINES if key == headline or key.endswith(f"_{headline}")
     ]
     metrics = ", ".join(
         f"{key} {summary[key]['value']:.3f}" for key in shown if summary[key]["value"] is not None
