@@ -32,6 +32,9 @@ class DataConfig:
     extra: more {dataset, root} sources pooled with the first (e.g. CT + X-ray for S0).
     split: "publisher" (the set's own splits), "patient" (patient-wise, seeded) or "file" (`split_file`).
     preprocess: the `tfrecords` preprocessing spec, e.g. "window=lung,clahe"; image_size: pixels (square).
+    recipe: a CT volume recipe of `experiments.pipelines.ct_recipe` applied before `preprocess` (by name,
+      e.g. "s3": keep the middle 50% of slices, lung window, CLAHE, lung ROI crop; or a mapping
+      {name: s3, keep_fraction: 0.6, ...}); None = none.
     batch_size: per replica; the runner multiplies it by the number of replicas (the global batch).
     steps_per_epoch: segmentation only: repeat the training split and take this many batches per epoch
       (more BatchNorm updates per epoch on tiny sets); None = one pass.
@@ -48,6 +51,7 @@ class DataConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     preprocess: str = ""
+    recipe: str | dict[str, Any] | None = None
     image_size: int = 128
     channels: int = 1
     batch_size: int = 8

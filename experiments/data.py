@@ -12,6 +12,8 @@ TFRecords are cached under `cache_dir/tfrecords/<dataset>-<hash of everything th
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from data_prep import phantoms
 from data_prep.adapters import open_dataset
 from data_prep.splits import load_split, patient_split, save_split
 from experiments.config import DataConfig
+from experiments.pipelines.ct_recipe import apply_recipe, recipe_from_config
 from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest
 from tfrecords.writer import write_dataset
 
@@ -123,8 +126,12 @@ def prepare_source(
     dataset: str, root: Path, data: DataConfig, cache_dir: Path, seed: int
 ) -> tuple[Manifest, str]:
     """Writes (or reuses) the TFRecords of one source; returns its manifest and split type."""
+    recipe = None
+    if data.recipe is not None:  # the recipe resizes to the run's image size
+        recipe = dataclasses.replace(recipe_from_config(data.recipe), image_size=data.image_size)
     key = _fingerprint(
         {
+            "recipe": None if recipe is None else dataclasses.asdict(recipe),
             "dataset": dataset,
             "root": str(root.resolve()),
             "preprocess": data.preprocess,
@@ -155,6 +162,7 @@ def prepare_source(
         split_file=split_file,
         image_size=data.image_size,
         seed=seed,
+        records_transform=None if recipe is None else functools.partial(apply_recipe, recipe=recipe),
     )
     split_type_file.write_text(split_type + "\n")
     return manifest, split_type

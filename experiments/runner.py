@@ -4,7 +4,7 @@ Order of work: choose the strategy (before any other TensorFlow op), prepare the
 real roots, split, cached TFRecords), then train and evaluate the row (a plain classification or
 segmentation task, or a named composed pipeline), inside the strategy's scope.
 
-A run folder holds: `config.yaml` (resolved), `run.json` (git commit, package versions, hardware,
+A run folder holds: `experiment.yaml` (the resolved config), `run.json` (git commit, package versions, hardware,
 strategy, split type and data scale, manifest checksums and split files, published keys, timing),
 the training outputs (`best.keras`, `history.csv`, plots, `eval/metrics.json`, CSVs) and
 `summary.json` (flat metrics with CIs). Only the chief writes it; other workers of a multi-worker run
@@ -122,7 +122,7 @@ def run_experiment(
         "jit_compile": "auto (resolves to False on CPU, where XLA is slower; see RUNTIME.md)",
         "global_batch_size": config.data.batch_size * distribution.num_replicas_in_sync,
     }
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    (run_dir / "experiment.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     clock = time.perf_counter()
     prepared = prepare_data(config.data, data_dir, cache_dir, config.runtime.seed)
     record.update(_data_record(prepared))

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,11 +221,13 @@ def write_dataset(
     shards: int = DEFAULT_SHARDS,
     image_size: int | None = None,
     seed: int = 0,
+    records_transform: Callable[[Iterable[Record]], Iterable[Record]] | None = None,
 ) -> Manifest:
     """Reads `dataset` from `raw_dir` through its adapter and writes TFRecords and manifest to `out_dir`.
 
-    preprocess: a `PreprocessSpec` string; image_size: adds resize=N. The split comes from
-    `split_file` (a `data_prep.splits` CSV), else the publisher's `Record.split`, else a patient-wise
+    preprocess: a `PreprocessSpec` string; image_size: adds resize=N. records_transform: applied to the
+    adapter's record stream before preprocessing (e.g. a recipe that trims volumes and crops lungs).
+    The split comes from `split_file` (a `data_prep.splits` CSV), else the publisher's `Record.split`, else a patient-wise
     70/15/15 split (`patient_split` with `seed`). Everything is written in a temporary folder beside
     `out_dir`, then renamed into place; on any error nothing is left behind.
     Raises DataError for bad input and LeakageError when a patient group spans two splits.
@@ -236,7 +238,8 @@ def write_dataset(
     out_dir = Path(out_dir)
     split_path = None if split_file is None else Path(split_file)
     adapter = open_dataset(dataset, raw_dir)
-    encoded = list(_encode(adapter.records(), spec))
+    records = adapter.records() if records_transform is None else records_transform(adapter.records())
+    encoded = list(_encode(records, spec))
     if not encoded:
         raise DataError(adapter.root, f"the {dataset} adapter found no records")
     table, split_source = _split_table(encoded, adapter, split_path, seed)

@@ -281,3 +281,20 @@ def test_split_file_without_ids_still_keeps_record_patients_together(tmp_path: P
     with pytest.raises(LeakageError) as caught:
         write_dataset("test_handmade", root, tmp_path / "out", split_file=csv)
     assert str(caught.value) == f"{csv}: patients in more than one split: p0 (train, val)"
+
+
+def test_records_transform_runs_before_preprocessing(handmade_root: Path, tmp_path: Path) -> None:
+    every_key = sorted(example["key"] for example in _all_examples_of(handmade_root, tmp_path / "all"))
+    kept = set(every_key[::2])
+    write_dataset(
+        "test_handmade",
+        handmade_root,
+        tmp_path / "out",
+        records_transform=lambda records: (record for record in records if record.key in kept),
+    )
+    assert sorted(example["key"] for example in _all_examples(tmp_path / "out")) == sorted(kept)
+
+
+def _all_examples_of(root: Path, out: Path) -> list[dict]:
+    write_dataset("test_handmade", root, out)
+    return _all_examples(out)
