@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.weights import PretrainedWeightsUnavailable
 from data_prep.errors import DataError
 from experiments.config import STRATEGIES, ConfigError
 
@@ -65,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
         help="per-manifestation stream model, e.g. ggo=ggo.keras (repeatable)",
     )
     report.add_argument("--out", type=Path, required=True)
+
+    from experiments.pipelines.nodule_transfer import add_pretrain_parser
+
+    add_pretrain_parser(commands)
     return parser
 
 
@@ -136,6 +141,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from experiments.pipelines.nodule_transfer import pretrain_command
+
+    return pretrain_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {
@@ -143,10 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "run": lambda: _run(args),
         "table": lambda: _table(args),
         "report": lambda: _report(args),
+        "pretrain-nodule": lambda: _pretrain(args),
     }
     try:
         return handlers[args.command]()
-    except (DataError, ConfigError, KeyError, FileNotFoundError) as error:
+    except (DataError, ConfigError, KeyError, FileNotFoundError, PretrainedWeightsUnavailable) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ from segmentation.train import SegmentationConfig, train_segmenter
 Summary = dict[str, dict[str, float | None]]
 
 
-def _entry(value: Any, low: Any = None, high: Any = None) -> dict[str, float | None]:
+def summary_entry(value: Any, low: Any = None, high: Any = None) -> dict[str, float | None]:
     return {
         "value": None if value is None else float(value),
         "low": None if low is None else float(low),
@@ -72,13 +72,15 @@ def summarize_classification(report: dict[str, Any]) -> Summary:
         metrics = section.get("macro", section)
         for name, value in metrics.items():
             if isinstance(value, dict) and "value" in value:
-                summary[f"{name}{suffix}"] = _entry(value["value"], value.get("ci_low"), value.get("ci_high"))
+                summary[f"{name}{suffix}"] = summary_entry(
+                    value["value"], value.get("ci_low"), value.get("ci_high")
+                )
             elif isinstance(value, float | int) and not isinstance(value, bool):
-                summary[f"{name}{suffix}"] = _entry(value)
+                summary[f"{name}{suffix}"] = summary_entry(value)
         for class_name, per_class in section.get("per_class", {}).items():
             for name, value in per_class.items():
                 if isinstance(value, dict) and "value" in value:
-                    summary[f"{name}_{class_name}{suffix}"] = _entry(
+                    summary[f"{name}_{class_name}{suffix}"] = summary_entry(
                         value["value"], value.get("ci_low"), value.get("ci_high")
                     )
 
@@ -125,7 +127,7 @@ def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
             for view, value in views.items():
                 if isinstance(value, dict) and "value" in value:
                     low, high = value.get("ci95", (None, None))
-                    entry = _entry(value["value"], low, high)
+                    entry = summary_entry(value["value"], low, high)
                     summary[f"{score}_{mask}_{view}"] = entry
                     if view == "per_image":
                         summary[f"{score}_{mask}"] = entry
@@ -136,10 +138,10 @@ def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
         if index == 0:
             for key, name in (("infnet_mean_dice", "dice_infnet_mean"), ("max_dice", "max_dice")):
                 if scores.get(key) is not None:
-                    summary[name] = _entry(scores[key])
+                    summary[name] = summary_entry(scores[key])
     if metrics.get("miou") is not None:
         miou = metrics["miou"]
-        summary["miou"] = _entry(miou["value"] if isinstance(miou, dict) else miou)
+        summary["miou"] = summary_entry(miou["value"] if isinstance(miou, dict) else miou)
     return summary
 
 

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import tensorflow as tf
@@ -38,6 +38,9 @@ from experiments.tasks import Summary, segmentation_config, summarize_segmentati
 from segmentation.evaluate import evaluate_segmenter
 from segmentation.predict import load_segmenter
 from segmentation.train import SegmentationConfig, build_model, train_segmenter
+
+if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+    from experiments.runner import RunContext
 
 INITS = ("nodule", "imagenet", "scratch")
 # dataset -> (root, masks, write-time preprocessing: LIDC slices are pipeline-normalised floats, about
@@ -146,7 +149,7 @@ def _init_of(config: ExperimentConfig) -> str:
     return init
 
 
-def run(context, prepared: PreparedData) -> Summary:
+def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains and evaluates one transfer row (see the module docstring); returns its summary, with
     `transfer_loaded_layers` and `transfer_loaded_parameters` (0 unless init is "nodule")."""
     config = context.config

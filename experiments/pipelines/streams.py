@@ -21,7 +21,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -33,11 +33,14 @@ from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, classification_config, segmentation_config
+from experiments.tasks import Summary, classification_config, segmentation_config, summary_entry
 from segmentation import metrics
 from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
 from segmentation.train import train_segmenter
+
+if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+    from experiments.runner import RunContext
 
 # Label-map values follow MedSeg: 1 = GGO, 2 = consolidation, 3 = pleural effusion.
 MANIFESTATION_ORDER = ("ggo", "consolidation", "effusion")
@@ -189,7 +192,7 @@ def comparison_metrics(manifestations: tuple[str, ...]):
     return metrics_fn
 
 
-def _train_streams(context, data: str, manifestations: tuple[str, ...]) -> dict[str, Segmenter]:
+def _train_streams(context: RunContext, data: str, manifestations: tuple[str, ...]) -> dict[str, Segmenter]:
     """One binary segmenter per manifestation, each with its pixel threshold chosen on validation."""
     config, replicas = context.config, context.strategy.num_replicas_in_sync
     streams = {}
@@ -207,7 +210,7 @@ def _train_streams(context, data: str, manifestations: tuple[str, ...]) -> dict[
     return streams
 
 
-def _train_single(context, data: str) -> Segmenter:
+def _train_single(context: RunContext, data: str) -> Segmenter:
     """The baseline: one multi-class (softmax) model over background + every manifestation."""
     run = segmentation_config(
         context.config,
@@ -220,7 +223,9 @@ def _train_single(context, data: str) -> Segmenter:
     return load_segmenter(train_segmenter(run, context.strategy))
 
 
-def _train_recogniser(context, data: str, manifestations: tuple[str, ...]) -> tuple[keras.Model, dict]:
+def _train_recogniser(
+    context: RunContext, data: str, manifestations: tuple[str, ...]
+) -> tuple[keras.Model, dict]:
     """The multi-label recogniser on mask-derived labels; returns it and its test report, whose
     per-class thresholds were chosen on validation."""
     config = context.config
@@ -286,11 +291,7 @@ def _per_image_table(
     return table
 
 
-def _entry(value: float, low: float | None = None, high: float | None = None) -> dict[str, float | None]:
-    return {"value": float(value), "low": low, "high": high}
-
-
-def run(context, prepared: PreparedData) -> Summary:
+def run(context: RunContext, prepared: PreparedData) -> Summary:
     """The `s0_streams` row (see the module docstring); returns the summary and writes streams.json."""
     config = context.config
     manifestations = _check_manifestations(config)
@@ -341,9 +342,9 @@ def run(context, prepared: PreparedData) -> Summary:
         seed=config.runtime.seed,
         groups=test.case_ids,
     )
-    summary: Summary = {name: _entry(*values) for name, values in intervals.items()}
+    summary: Summary = {name: summary_entry(*values) for name, values in intervals.items()}
     ungated_scores = _scores(_parts(counts["ungated"]), manifestations, "ungated")
-    summary.update({name: _entry(value) for name, value in ungated_scores.items()})
+    summary.update({name: summary_entry(value) for name, value in ungated_scores.items()})
     timing = {
         "gated_seconds": gated.seconds,
         "ungated_seconds": ungated.seconds,
@@ -356,7 +357,7 @@ def run(context, prepared: PreparedData) -> Summary:
         "stream_runs": int(sum(int(ran.sum()) for ran in gated.ran.values())),
         "stream_runs_possible": len(images) * len(manifestations),
     }
-    summary.update({name: _entry(value) for name, value in timing.items()})
+    summary.update({name: summary_entry(value) for name, value in timing.items()})
 
     per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
     write_bytes_atomic(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())

@@ -34,19 +34,18 @@ def _train_one_step(model: keras.Model, images, masks) -> float:
     return float(model.train_on_batch(images, masks))
 
 
-def _check_every_weight_gets_a_gradient(model: keras.Model, images, masks) -> None:
-    """Every trainable weight is connected to the loss (its gradient is not None and not all zero).
+def _check_every_weight_is_connected_to_the_loss(model: keras.Model, images, masks) -> None:
+    """Every trainable weight gets a gradient (None means it is not on the path to the output).
 
-    Checked on gradients rather than on weight changes: some BN scales before another BN get
-    gradients near 1e-10, which one SGD step cannot move away from 1.0 in float32.
+    Checked structurally, not by weight changes or non-zero gradients: dead ReLUs in tiny layers,
+    EfficientNet's stochastic depth and BN scales before another BN (gradients near 1e-10) can leave
+    a connected weight unchanged after one step.
     """
     with tf.GradientTape() as tape:
         loss = _loss(model)(masks, model(images, training=True))
     gradients = tape.gradient(loss, model.trainable_weights)
-    dead = [
-        w.path for w, g in zip(model.trainable_weights, gradients, strict=True) if g is None or not np.any(g)
-    ]
-    assert dead == []
+    unconnected = [w.path for w, g in zip(model.trainable_weights, gradients, strict=True) if g is None]
+    assert unconnected == []
 
 
 def _check_train_and_reload(model: keras.Model, size: int, channels: int, num_classes: int, tmp_path):
@@ -55,7 +54,7 @@ def _check_train_and_reload(model: keras.Model, size: int, channels: int, num_cl
     head_before = model.get_layer("head_logits").kernel.numpy().copy()
     assert np.isfinite(_train_one_step(model, images, masks))
     assert not np.array_equal(head_before, model.get_layer("head_logits").kernel.numpy())
-    _check_every_weight_gets_a_gradient(model, images, masks)
+    _check_every_weight_is_connected_to_the_loss(model, images, masks)
     predictions = model(images, training=False).numpy()
     assert predictions.dtype == np.float32
     assert predictions.min() >= 0.0 and predictions.max() <= 1.0

@@ -133,10 +133,24 @@ def _receptive_field_centre(encoder, level_index: int, pixel: int, size: int) ->
     return (rows[0] + rows[-1]) / 2, (cols[0] + cols[-1]) / 2
 
 
-@pytest.mark.parametrize("name", ["inceptionv3", "xception65", "resnet34"])
+@pytest.mark.parametrize(
+    "name",
+    ["inceptionv3", "xception65", "resnet34", pytest.param("inceptionresnetv2", marks=pytest.mark.slow)],
+)
 def test_feature_pixel_j_is_centred_on_input_pixel_stride_times_j(name):
     size = 96
     encoder = build_encoder(name, (size, size, 3), levels=(1, 2))
     for index, stride in enumerate((2, 4)):
         pixel = size // 2 // stride
         assert _receptive_field_centre(encoder, index, pixel, size) == (stride * pixel, stride * pixel)
+
+
+def test_every_batch_norm_uses_momentum_0_9_after_reload(tmp_path):
+    encoder = build_encoder("mobilenetv2", (SIZE, SIZE, 3))  # backbone layers are set after construction
+    path = tmp_path / "encoder.keras"
+    encoder.save(path)
+    reloaded = keras.saving.load_model(path)
+    momenta = {
+        layer.momentum for layer in reloaded.layers if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert momenta == {0.9}
