@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from data_prep.errors import DataError
+from data_prep.phantoms import is_synthetic
 from data_prep.records import Record, Volume
 
 _REGISTRY: dict[str, type[DatasetAdapter]] = {}
@@ -17,7 +18,8 @@ class DatasetAdapter(abc.ABC):
     """Reads one public dataset in the layout its publishers distribute.
 
     Construct with the dataset's root folder; the constructor checks the layout and raises
-    `DataError` naming the folder when it is not recognised. `records()` yields 2D `Record`s in a
+    `DataError` naming the folder when it is not recognised. `synthetic` is True for phantoms written
+    by `data_prep.phantoms` (records carry it). `records()` yields 2D `Record`s in a
     deterministic order (sorted by key).
     """
 
@@ -36,6 +38,7 @@ class DatasetAdapter(abc.ABC):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, f"not a folder; expected the {self.name} dataset root")
+        self.synthetic = is_synthetic(self.root)  # a phantom written by data_prep.phantoms
 
     @abc.abstractmethod
     def records(self, split: str | None = None) -> Iterator[Record]:
@@ -69,4 +72,3 @@ def dataset_names() -> list[str]:
 def open_dataset(name: str, root: str | Path, **options: object) -> DatasetAdapter:
     """The adapter `name` on `root`; `options` go to its constructor (e.g. `part` for covid_qu_ex)."""
     return get_adapter(name)(root, **options)
-

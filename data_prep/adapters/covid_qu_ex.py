@@ -22,7 +22,6 @@ from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.errors import DataError
 from data_prep.imageio import list_image_files, read_binary_mask, read_display_image
 from data_prep.io import check_same_shape, check_split
-from data_prep.phantoms import is_synthetic
 from data_prep.records import Record
 
 # Option value -> the part's folder name, in the order of preference when the option is left out.
@@ -137,7 +136,6 @@ class CovidQuEx(DatasetAdapter):
 
     def records(self, split: str | None = None) -> Iterator[Record]:
         check_split(split, self.splits(), self.name)
-        synthetic = is_synthetic(self.root)
         for entry in self._entries(split):
             image = read_display_image(entry.image)
             masks = {name: read_binary_mask(path) for name, path in entry.masks.items()}
@@ -152,5 +150,5 @@ class CovidQuEx(DatasetAdapter):
                 masks=masks,
                 labels=(entry.label,),
                 split=entry.split,
-                synthetic=synthetic,
+                synthetic=self.synthetic,
             )

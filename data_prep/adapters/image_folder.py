@@ -34,7 +34,6 @@ from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.errors import DataError
 from data_prep.imageio import list_image_files, read_display_image
 from data_prep.io import check_split
-from data_prep.phantoms import is_synthetic
 from data_prep.records import MODALITIES, Record
 
 # Class folder name -> label; folder names not listed here are used as labels unchanged.
@@ -141,7 +140,6 @@ class ImageFolder(DatasetAdapter):
 
     def records(self, split: str | None = None) -> Iterator[Record]:
         check_split(split, self.splits(), self.name)
-        synthetic = is_synthetic(self.root)
         for key, path in self.files.items():
             patient, source = self.ids.get(key, (None, None))
             yield Record(
@@ -153,5 +151,5 @@ class ImageFolder(DatasetAdapter):
                 labels=(_label(path.parent.name),),
                 patient_id=patient,
                 source=source,
-                synthetic=synthetic,
+                synthetic=self.synthetic,
             )

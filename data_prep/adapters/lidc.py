@@ -24,7 +24,6 @@ from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.errors import DataError
 from data_prep.imageio import read_binary_mask
 from data_prep.io import check_label_values, check_same_shape, check_split, read_csv, read_npy, read_npz
-from data_prep.phantoms import is_synthetic
 from data_prep.records import Record
 
 META_FILES = ("meta_info.csv", "meta_info_subset.csv")
@@ -68,7 +67,6 @@ class LidcNoduleSlices(DatasetAdapter):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self.synthetic = is_synthetic(self.root)  # a phantom written by data_prep.phantoms
         if not (self.root / "Image").is_dir() or not (self.root / "Mask").is_dir():
             raise DataError(
                 self.root, "not a LIDC-IDRI-Preprocessing layout: expected Image/ and Mask/ folders"

@@ -46,7 +46,6 @@ from data_prep.io import (
     volume_from_scan,
     volume_records,
 )
-from data_prep.phantoms import is_synthetic
 from data_prep.records import MANIFESTATIONS, Record, Volume
 
 # MedSeg label value -> mask name (tr_mask, rp_msk; the SemiSeg palette GT uses 1 and 2 alike).
@@ -96,7 +95,6 @@ class MedSegCovidCt(DatasetAdapter):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self.synthetic = is_synthetic(self.root)  # a phantom written by data_prep.phantoms
         self.dataset = self.root / "Dataset" if (self.root / "Dataset").is_dir() else self.root
         if find_nifti(self.root, "tr_im") is not None:
             self.layout = "medseg"

@@ -20,7 +20,6 @@ import numpy as np
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.errors import DataError
 from data_prep.io import check_label_values, check_same_shape, check_split, labels_present, read_h5
-from data_prep.phantoms import is_synthetic
 from data_prep.records import Record
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -49,7 +48,6 @@ class MsdLungPatches(DatasetAdapter):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self.synthetic = is_synthetic(self.root)  # a phantom written by data_prep.phantoms
         self.files = sorted(self.root.glob("*.h5"))
         if not self.files:
             raise DataError(self.root, "no .h5 patch files; expected e.g. val_patches.h5 with images/labels")

@@ -43,7 +43,6 @@ from data_prep.io import (
     volume_from_scan,
     volume_records,
 )
-from data_prep.phantoms import is_synthetic
 from data_prep.records import Record, Volume
 
 # Published layout: candidate folder names (Zenodo zip name first, then the Kaggle copy's).
@@ -92,7 +91,6 @@ class ZenodoCovidCtSeg(DatasetAdapter):
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)
-        self.synthetic = is_synthetic(self.root)  # a phantom written by data_prep.phantoms
         self.ct_folder = _first_folder(self.root, CT_FOLDERS)
         if self.ct_folder is not None:
             self.layout = "published"
