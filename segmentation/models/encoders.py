@@ -12,6 +12,7 @@ ImageNet convention), so data pipelines feed [0, 1] images to every encoder. Gra
 (C == 1) goes straight into the backbone, except for a `keras.applications` backbone with weights
 ("imagenet" or a file, both 3-channel): there a `Concatenate` layer named "gray_to_rgb" first
 repeats the channel three times. Our own encoders load weights files saved with the same C.
+Every BatchNormalization layer, the backbones' included, uses momentum `blocks.BN_MOMENTUM` (0.9).
 
 InceptionV3 and InceptionResNetV2 use 'valid' convolutions in their stems and reductions, which
 shrink and shift the feature maps. We pad the image with VALID_PADDING = 37 zero pixels on every
@@ -34,7 +35,7 @@ from keras import layers
 
 from common.weights import build_application
 from segmentation.models.aligned_xception import aligned_xception65_features
-from segmentation.models.blocks import InputScaling
+from segmentation.models.blocks import BN_MOMENTUM, InputScaling
 from segmentation.models.plain import DEFAULT_FILTERS, plain_features
 from segmentation.models.resnet34 import resnet34_features
 
@@ -200,6 +201,9 @@ def _application_features(spec: ApplicationSpec, x, weights, image_size: tuple[i
     model = build_application(
         constructor, weights, include_top=False, input_tensor=x, input_shape=tuple(x.shape[1:])
     )
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM  # as in our own layers; see `blocks.batch_norm`
     pools = [layer for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
     features = [
         model.get_layer(layer_name).output if layer_name else pools[index].input

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from segmentation.models.blocks import conv_bn_relu, segmentation_head
+from segmentation.models.blocks import batch_norm, conv_bn_relu, segmentation_head
 from segmentation.models.encoders import PYRAMID_LEVELS, encoder_features
 
 
@@ -19,7 +19,7 @@ def linknet_block(x, filters: int, strides: int, name: str):
     x = layers.Conv2DTranspose(
         bottleneck, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_upconv"
     )(x)
-    x = layers.ReLU(name=f"{name}_upconv_relu")(layers.BatchNormalization(name=f"{name}_upconv_bn")(x))
+    x = layers.ReLU(name=f"{name}_upconv_relu")(batch_norm(x, f"{name}_upconv_bn"))
     return conv_bn_relu(x, filters, 1, f"{name}_expand")
 
 
