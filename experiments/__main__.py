@@ -1,4 +1,4 @@
-"""`python -m experiments list | run NAME | table | report VOLUME | pretrain`.
+"""`python -m experiments list | run NAME | table | report VOLUME | pretrain-nodule`.
 
 Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
 file and the problem, and exits with status 2.
