@@ -37,6 +37,7 @@ class TrainingConfig:
     lr_schedule: "constant", "cosine" (epoch-wise, per stage) or "plateau" (ReduceLROnPlateau).
     monitor / mode: the logged metric that picks `best.keras` and drives early stopping and plateau.
     mixed_precision: "mixed_bfloat16", "mixed_float16" or None (float32).
+    verbose: Keras `fit` verbosity: 1 progress bars (default), 2 one line per epoch (logs), 0 silent.
     class_weight: "balanced" (weights n / (K * n_c)) or None.
     """
 
@@ -54,7 +55,7 @@ class TrainingConfig:
     class_weight: str | None = None
     seed: int = 0
     tensorboard: bool = True
-    verbose: int = 2
+    verbose: int = 1
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
