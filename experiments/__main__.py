@@ -112,15 +112,16 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_model(path: Path):
-    import keras
+def _load_segmenter(path: Path):
+    """A `segmentation.predict.Segmenter` (with its validation threshold) or a one-line DataError."""
+    from segmentation.predict import load_segmenter
 
-    if not path.is_file():
-        raise DataError(path, "model file not found")
     try:
-        return keras.saving.load_model(path, compile=False)
+        return load_segmenter(path)
+    except DataError:
+        raise
     except Exception as error:  # Keras raises several types for unreadable files
-        raise DataError(path, f"not a loadable .keras model ({type(error).__name__}: {error})") from error
+        raise DataError(path, f"not a usable segmentation model ({type(error).__name__}: {error})") from error
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -131,9 +132,11 @@ def _report(args: argparse.Namespace) -> int:
         name, separator, path = item.partition("=")
         if not separator:
             raise DataError(item, "expected NAME=MODEL.keras for --stream-model")
-        streams[name] = _load_model(Path(path))
-    infection = _load_model(args.infection_model) if args.infection_model else None
-    summary = write_report(args.volume, args.out, _load_model(args.lung_model), infection, streams or None)
+        streams[name] = _load_segmenter(Path(path))
+    infection = _load_segmenter(args.infection_model) if args.infection_model else None
+    summary = write_report(
+        args.volume, args.out, _load_segmenter(args.lung_model), infection, streams or None
+    )
     print(
         f"{args.volume}: lungs {summary['lung_volume_ml']:.1f} mL, infection {summary['infection_volume_ml']:.1f} mL "
         f"({summary['infected_percent']:.1f}%), grade {summary['grade']}; written to {args.out}"

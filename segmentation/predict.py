@@ -206,6 +206,27 @@ def predict_images(
     return written
 
 
+def volume_probabilities(
+    segmenter: Segmenter,
+    volume: np.ndarray,
+    path: str | Path,
+    batch_size: int = 8,
+    tta_flips: Sequence[str] = (),
+    display: bool = True,
+) -> np.ndarray:
+    """Probabilities (X, Y, Z, K) float32 of a volume (X, Y, Z), segmented slice by slice (batched).
+
+    display: slices `volume[:, :, k]` of a canonical RAS+ volume are shown to the model in display
+    orientation (`data_prep.io.to_display`), as the 2D training records are; False feeds them as stored.
+    """
+    slices = [to_display(volume[:, :, k]) if display else volume[:, :, k] for k in range(volume.shape[2])]
+    inputs = np.stack([prepare_image(image, segmenter, path) for image in slices])
+    probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
+    size = slices[0].shape[:2]
+    resized = [_resize_probs(prob, size) for prob in probs]
+    return np.stack([from_display(prob) if display else prob for prob in resized], axis=2)
+
+
 def predict_volume(
     segmenter: Segmenter,
     path: str | Path,
@@ -228,13 +249,8 @@ def predict_volume(
     volume = scan.array if display else to_source_orientation(scan.array, scan.source_affine)
     if volume.ndim != 3:
         raise DataError(path, f"expected a 3D volume, got shape {scan.source_shape}")
-    slices = [to_display(volume[:, :, k]) if display else volume[:, :, k] for k in range(volume.shape[2])]
-    inputs = np.stack([prepare_image(image, segmenter, path) for image in slices])
-    probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
-    slice_size = slices[0].shape[:2]
-    masks = [binarize(_resize_probs(prob, slice_size), segmenter) for prob in probs]
-    # (rows, cols[, K]) slices -> (X, Y, Z[, K]) in the volume's voxel order.
-    stacked = np.stack([from_display(mask) if display else mask for mask in masks], axis=2)
+    probs = volume_probabilities(segmenter, volume, path, batch_size, tta_flips, display)
+    stacked = binarize(probs, segmenter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = Path(path).name.removesuffix(".gz").removesuffix(".nii")

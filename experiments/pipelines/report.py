@@ -9,9 +9,10 @@
 - `montage.png`: evenly spaced slices with lung (green) and infection (red) contours.
 
 Rules stated here:
-- Input intensities: HU volumes are windowed with the lung window; display (0-255) volumes are used as
-  they are; other scales are min-max rescaled. Models see each axial slice in display orientation,
-  resized to their input size, scaled to [0, 1] (the `tfrecords` default).
+- Models are `segmentation.predict.Segmenter`s: each sees every axial slice in display orientation
+  through its own training-time preprocessing (HU volumes get the lung window unless that says
+  otherwise; other float scales are min-max rescaled to 0-255 first), resized to its input size, and
+  is binarised at its validation-chosen threshold (`threshold.json` beside the model; else 0.5).
 - Left and right lung: lung voxels on the patient-right half of the lung mask's extent along the
   canonical x axis (RAS+: x grows towards the patient's right) are the right lung.
 - Infected percentage of a lung = infection voxels inside that lung / that lung's voxels.
@@ -30,18 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 
-from data_prep.io import NiftiScan, from_display, intensity_kind, read_nifti, to_display, write_nifti_like
-from data_prep.preprocess import normalize_minmax, resize_image, window_hu
+from data_prep.io import NiftiScan, intensity_kind, read_nifti, to_display, write_nifti_like
+from data_prep.preprocess import normalize_minmax, window_hu
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
+from segmentation.predict import Segmenter, binarize, volume_probabilities
 
 SEVERITY_BOUNDS = (0.0, 5.0, 25.0, 50.0, 75.0)  # percent; score = number of bounds exceeded
 
 
 def to_display_uint8(scan_array: np.ndarray) -> np.ndarray:
-    """A canonical CT volume of any intensity kind -> uint8 display values, same shape."""
+    """A canonical CT volume of any intensity kind -> uint8 display values, same shape (for montages)."""
     kind = intensity_kind(scan_array)
     if kind == "hu":
         return window_hu(scan_array, preset="lung")
@@ -50,18 +51,15 @@ def to_display_uint8(scan_array: np.ndarray) -> np.ndarray:
     return np.rint(normalize_minmax(scan_array) * 255).astype(np.uint8)
 
 
-def predict_volume(model: keras.Model, volume_uint8: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """Probabilities (X, Y, Z[, K]) of a slice-wise segmenter on a canonical uint8 volume."""
-    height, width, channels = model.input_shape[1:4]
-    slices = [to_display(volume_uint8[:, :, k]) for k in range(volume_uint8.shape[2])]
-    shape = slices[0].shape
-    batch = np.stack([resize_image(s, (height, width)) for s in slices]).astype(np.float32) / 255.0
-    batch = np.repeat(batch[..., None], channels, axis=-1)
-    probabilities = model.predict(batch, batch_size=batch_size, verbose=0)
-    back = [resize_image(p.astype(np.float32), shape[:2]) for p in probabilities]
-    back = [p if p.ndim == 3 else p[..., None] for p in back]
-    volume = np.stack([from_display(p) for p in back], axis=2)  # (X, Y, Z, K)
-    return volume[..., 0] if volume.shape[-1] == 1 else volume
+def model_input_volume(scan_array: np.ndarray) -> np.ndarray:
+    """The volume the segmenters see: HU and display volumes as they are, other scales as uint8."""
+    return scan_array if intensity_kind(scan_array) in ("hu", "display") else to_display_uint8(scan_array)
+
+
+def segment(segmenter: Segmenter, volume: np.ndarray, path: Path) -> np.ndarray:
+    """Canonical (X, Y, Z) volume -> (X, Y, Z) uint8 mask (label map for softmax models)."""
+    masks = binarize(volume_probabilities(segmenter, volume, path), segmenter)
+    return masks if segmenter.multiclass else masks[..., 0]
 
 
 def severity_score(percent: float) -> int:
@@ -133,34 +131,35 @@ def measure(
 
 def run_report(
     scan: NiftiScan,
-    lung_model: keras.Model,
-    infection_model: keras.Model | None = None,
-    stream_models: dict[str, keras.Model] | None = None,
-    threshold: float = 0.5,
+    path: Path,
+    lung: Segmenter,
+    infection: Segmenter | None = None,
+    streams: dict[str, Segmenter] | None = None,
 ) -> VolumeReport:
-    """Segments a scan and measures it; give either one infection model or per-manifestation streams."""
-    volume = to_display_uint8(scan.array)
-    lung = (predict_volume(lung_model, volume) >= threshold).astype(np.uint8)
-    if stream_models:
-        names = tuple(name for name in MANIFESTATION_ORDER if name in stream_models)
+    """Segments a scan and measures it; give either one infection segmenter or per-manifestation streams."""
+    volume = model_input_volume(scan.array)
+    lung_mask = segment(lung, volume, path)
+    if streams:
+        names = tuple(name for name in MANIFESTATION_ORDER if name in streams)
         probabilities = {
-            name: np.moveaxis(predict_volume(stream_models[name], volume), 2, 0) for name in names
+            name: np.moveaxis(volume_probabilities(streams[name], volume, path)[..., 0], 2, 0)
+            for name in names
         }
-        label_map = np.moveaxis(combine_streams(probabilities, dict.fromkeys(names, threshold)), 0, 2)
+        thresholds = {name: streams[name].threshold.thresholds[0] for name in names}
+        label_map = np.moveaxis(combine_streams(probabilities, thresholds), 0, 2)
         # combine_streams numbers by MANIFESTATION_ORDER; renumber to the order of `names`.
-        infection = np.zeros_like(label_map)
+        infection_mask = np.zeros_like(label_map)
         for value, name in enumerate(names, start=1):
-            infection[label_map == MANIFESTATION_ORDER.index(name) + 1] = value
-    elif infection_model is not None:
-        names = ("infection",)
-        infection = (predict_volume(infection_model, volume) >= threshold).astype(np.uint8)
+            infection_mask[label_map == MANIFESTATION_ORDER.index(name) + 1] = value
+    elif infection is not None:
+        names, infection_mask = ("infection",), segment(infection, volume, path)
     else:
-        names, infection = ("infection",), np.zeros_like(lung)
-    summary = measure(lung, infection, scan.spacing_mm, names)
+        names, infection_mask = ("infection",), np.zeros_like(lung_mask)
+    summary = measure(lung_mask, infection_mask, scan.spacing_mm, names)
     summary["intensity"] = intensity_kind(scan.array)
     summary["shape"] = list(scan.source_shape)
     summary["spacing_mm"] = list(scan.spacing_mm)
-    return VolumeReport(summary, lung, infection)
+    return VolumeReport(summary, lung_mask, infection_mask)
 
 
 def montage(volume_uint8: np.ndarray, lung: np.ndarray, infection: np.ndarray, count: int = 8) -> np.ndarray:
@@ -217,14 +216,14 @@ def markdown(summary: dict, source: str) -> str:
 def write_report(
     volume_path: str | Path,
     out_dir: str | Path,
-    lung_model: keras.Model,
-    infection_model: keras.Model | None = None,
-    stream_models: dict[str, keras.Model] | None = None,
+    lung: Segmenter,
+    infection: Segmenter | None = None,
+    streams: dict[str, Segmenter] | None = None,
 ) -> dict:
     """Runs `run_report` on a file and writes all outputs into `out_dir` atomically; returns the summary."""
     volume_path, out_dir = Path(volume_path), Path(out_dir)
     scan = read_nifti(volume_path)
-    report = run_report(scan, lung_model, infection_model, stream_models)
+    report = run_report(scan, volume_path, lung, infection, streams)
     report.summary["source"] = str(volume_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

@@ -20,16 +20,22 @@ from data_prep import phantoms
 from data_prep.adapters.zenodo import ZenodoCovidCtSeg
 from data_prep.io import read_nifti, write_nifti
 from experiments.pipelines.report import measure, overall_grade, severity_score, write_report
+from segmentation.predict import Segmenter
+from segmentation.thresholds import ThresholdChoice
 from tests.conftest import REPO_ROOT
+from tfrecords.spec import PreprocessSpec
 
 LPS = np.diag([-0.8, -0.8, 2.5, 1.0])  # voxel (i, j, k) -> patient left/posterior grows with i/j
 
 
-def band_model(size: tuple[int, int], low: float, high: float) -> keras.Model:
-    """(B, H, W, 1) in [0, 1] -> 1 where low < value < high, else 0 (a steep sigmoid band)."""
+def band_model(size: tuple[int, int], low: float, high: float) -> Segmenter:
+    """A segmenter of (B, H, W, 1) in [0, 1]: 1 where low < value < high, else 0 (a steep sigmoid band),
+    with no preprocessing of its own and a fixed 0.5 threshold."""
     inputs = keras.Input((*size, 1))
     outputs = layers.Lambda(lambda x: ops.sigmoid(1000 * (x - low)) * ops.sigmoid(1000 * (high - x)))(inputs)
-    return keras.Model(inputs, outputs)
+    return Segmenter(
+        keras.Model(inputs, outputs), ("mask",), False, ThresholdChoice.fixed(0.5), PreprocessSpec()
+    )
 
 
 def encoded_volume() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -123,5 +129,5 @@ def test_report_command_rejects_a_missing_volume_in_one_line(tmp_path):
         timeout=120,
     )
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'lung.keras'}: model file not found"
+    assert result.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'lung.keras'}: no such model file"
     assert not (tmp_path / "out").exists()
