@@ -222,7 +222,8 @@ def test_shuffle_and_augment_are_reproducible(written: Path) -> None:
         return _collect(dataset)
 
     first, second = run(), run()
-    np.testing.assert_array_equal(first[0][0], second[0][0])
+    # Same order and transforms; float image values may differ in the last bit (threaded kernels).
+    np.testing.assert_allclose(first[0][0], second[0][0], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(first[0][1], second[0][1])
     plain = _collect(
         make_dataset(written, "train", "segmentation", batch_size=8, mask_names=["lung"], deterministic=True)
