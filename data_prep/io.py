@@ -64,8 +64,9 @@ def _require_file(path: Path) -> None:
         raise DataError(path, "no such file")
 
 
-def _apply_scaling(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
-    """Applies NIfTI scl_slope / scl_inter unless they are the identity, keeping integers integral where possible."""
+def apply_scaling(raw: np.ndarray, slope: float, inter: float) -> np.ndarray:
+    """Applies a rescale slope / intercept (NIfTI scl_slope / scl_inter, DICOM RescaleSlope / RescaleIntercept)
+    unless they are the identity, keeping integers integral where possible."""
     if slope == 1.0 and inter == 0.0:
         return raw
     if np.issubdtype(raw.dtype, np.integer) and slope.is_integer() and inter.is_integer():
@@ -87,16 +88,22 @@ def read_nifti(path: str | Path) -> NiftiScan:
         raise DataError(path, f"truncated or corrupt NIfTI ({error})") from error
     if raw.ndim < 3:
         raise DataError(path, f"NIfTI has {raw.ndim} dimensions, shape {raw.shape}; expected a 3D volume")
-    ornt = orientations.io_orientation(image.affine)
-    array = orientations.apply_orientation(_apply_scaling(raw, float(proxy.slope), float(proxy.inter)), ornt)
-    affine = image.affine @ orientations.inv_ornt_aff(ornt, raw.shape)
-    spacing = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    return canonical_scan(apply_scaling(raw, float(proxy.slope), float(proxy.inter)), image.affine)
+
+
+def canonical_scan(array: np.ndarray, affine: np.ndarray) -> NiftiScan:
+    """A stored (I, J, K[, ...]) array with its voxel-to-RAS+ mm affine -> `NiftiScan` in canonical RAS+ order
+    (the closest axis-aligned reorientation; the affine keeps any obliquity)."""
+    ornt = orientations.io_orientation(affine)
+    canonical = orientations.apply_orientation(array, ornt)
+    canonical_affine = affine @ orientations.inv_ornt_aff(ornt, array.shape)
+    spacing = np.sqrt((canonical_affine[:3, :3] ** 2).sum(axis=0))
     return NiftiScan(
-        array=np.ascontiguousarray(array),
-        affine=affine,
+        array=np.ascontiguousarray(canonical),
+        affine=canonical_affine,
         spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
-        source_affine=image.affine.copy(),
-        source_shape=tuple(raw.shape),
+        source_affine=np.array(affine, dtype=np.float64),
+        source_shape=tuple(array.shape),
     )
 
 
