@@ -1,4 +1,5 @@
-"""Command line: `python -m tfrecords write DATASET RAW_DIR OUT_DIR [options]`.
+"""Command line: `python -m tfrecords write DATASET RAW_DIR OUT_DIR [options]`
+(`--preprocess SPEC --split CSV --shards N --image-size N --encoding auto|png|raw --compression none|zlib|gzip`).
 
 Bad input prints one line `error: <path>: <problem>` and exits with status 2; nothing is left behind.
 """
@@ -10,6 +11,7 @@ import sys
 
 from data_prep.adapters import dataset_names
 from data_prep.errors import DataError
+from tfrecords.schema import ENCODINGS
 from tfrecords.spec import __doc__ as SPEC_HELP
 from tfrecords.writer import DEFAULT_SHARDS, write_dataset
 
@@ -32,6 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     write.add_argument("--split", dest="split_file", metavar="CSV", help="split table from data_prep.splits")
     write.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help="shards per split (default 8)")
     write.add_argument("--image-size", type=int, metavar="N", help="resize to N x N (same as resize=N)")
+    write.add_argument(
+        "--encoding",
+        choices=("auto", *ENCODINGS),
+        default="auto",
+        help="pixels as PNG or raw arrays (default auto: raw when every image is resized to one size)",
+    )
+    write.add_argument(
+        "--compression", choices=("none", "zlib", "gzip"), default="none", help="shard file compression"
+    )
     write.add_argument("--seed", type=int, default=0, help="seed of the patient-wise split when one is made")
     return parser
 
@@ -47,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             split_file=args.split_file,
             shards=args.shards,
             image_size=args.image_size,
+            encoding=args.encoding,
+            compression=args.compression,
             seed=args.seed,
         )
     except DataError as error:

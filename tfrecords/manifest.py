@@ -51,8 +51,11 @@ class Manifest:
     """The contents of `manifest.json`; `directory` (not stored) is where it was read from.
 
     image_height / image_width: the stored size in pixels, None when images differ in size.
-    image_dtype: "uint8" or "uint16" (PNG bit depth). intensity_offset: added to the source values
-    before storing as uint16 (HU + 32768), 0 for 8-bit images.
+    image_dtype: "uint8" or "uint16". intensity_offset: added to the source values before storing as
+    uint16 (HU + 32768), 0 for 8-bit images.
+    encoding: how records store pixels, "png" or "raw" (`tfrecords.schema`); compression: the shards'
+    TFRecord compression, "" (none), "ZLIB" or "GZIP". Manifests written before schema version 2
+    have neither key and mean PNG, uncompressed.
     """
 
     dataset: str
@@ -70,6 +73,8 @@ class Manifest:
     multilabel: bool
     mask_names: tuple[str, ...]
     splits: dict[str, SplitInfo]
+    encoding: str = "png"
+    compression: str = ""
     directory: Path = field(default=Path("."), compare=False)
 
     def shard_paths(self, split: str) -> list[Path]:

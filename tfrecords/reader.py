@@ -1,7 +1,7 @@
 """Reading a TFRecord directory: a `tf.data` pipeline ready for `model.fit`, and a NumPy iterator.
 
-Pipeline: shard files (auto-sharded by FILE across workers) -> interleaved reads -> parallel parse,
-PNG decode and resize -> optional cache -> shuffle -> optional augmentation -> (image, target) ->
+Pipeline: shard files (auto-sharded by FILE across workers) -> interleaved reads (decompressed when
+the manifest says ZLIB/GZIP) -> parallel parse, PNG decode or raw reshape, and resize -> optional cache -> shuffle -> optional augmentation -> (image, target) ->
 batch -> prefetch. With `deterministic=True` the order is fixed (shards in manifest order, records
 in shard order) and tf.data autotuning is off (it stalls iterator teardown; see RUNTIME.md).
 """
@@ -160,7 +160,7 @@ def make_dataset(
             )
         files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    dataset = _read_records(files, len(paths), deterministic).map(
+    dataset = _read_records(files, len(paths), deterministic, manifest.compression).map(
         decode, num_parallel_calls=parallel, deterministic=deterministic
     )
     if cache:
@@ -187,13 +187,16 @@ def make_dataset(
     return dataset.with_options(_options(deterministic, sharded=input_context is not None))
 
 
-def _read_records(files: tf.data.Dataset, count: int, deterministic: bool) -> tf.data.Dataset:
+def _read_records(
+    files: tf.data.Dataset, count: int, deterministic: bool, compression: str
+) -> tf.data.Dataset:
     """Serialized examples of the shard `files`: one shard after another when deterministic, else
     interleaved over up to 8 shards read in parallel."""
+    read = functools.partial(tf.data.TFRecordDataset, compression_type=compression)
     if deterministic:
-        return files.interleave(tf.data.TFRecordDataset, cycle_length=1)
+        return files.interleave(read, cycle_length=1)
     return files.interleave(
-        tf.data.TFRecordDataset,
+        read,
         cycle_length=min(count, 8),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=False,
@@ -210,9 +213,20 @@ def _options(deterministic: bool, sharded: bool) -> tf.data.Options:
     return options
 
 
-def _decode_png(encoded: tf.Tensor, dtype: tf.DType, size: tuple[int, int] | None, method: str) -> tf.Tensor:
-    """PNG bytes -> (H, W, 1) as stored, or resized to `size` with `method` (float32 for "bilinear")."""
-    pixels = tf.io.decode_png(encoded, channels=1, dtype=dtype)
+def _decode_pixels(
+    encoded: tf.Tensor,
+    shape: tf.Tensor | tuple[int, int] | None,
+    dtype: tf.DType,
+    size: tuple[int, int] | None,
+    method: str,
+) -> tf.Tensor:
+    """Stored bytes -> (H, W, 1) as stored, or resized to `size` with `method` (float32 for "bilinear").
+
+    shape: None for PNG bytes, else the (H, W) of raw little-endian bytes."""
+    if shape is None:
+        pixels = tf.io.decode_png(encoded, channels=1, dtype=dtype)
+    else:
+        pixels = tf.reshape(tf.io.decode_raw(encoded, dtype), (shape[0], shape[1], 1))
     return pixels if size is None else tf.image.resize(pixels, size, method=method)
 
 
@@ -227,7 +241,7 @@ def _decoder(
     """A function: serialized example -> dict of decoded tensors: "image" (H, W, 1) as stored (uint8 or
     uint16; float32 on the stored scale when resized), "target" (masks as uint8), and the meta strings.
     Integer images keep the cache small; `_finish` converts to float32 after it."""
-    spec = schema.feature_spec(manifest.mask_names)
+    spec = schema.feature_spec(manifest.mask_names, manifest.encoding)
     # Position of each manifest label index in `label_names` (-1: not requested -> one_hot gives zeros).
     positions = tf.constant(
         [label_names.index(name) if name in label_names else -1 for name in manifest.label_names] or [-1],
@@ -240,7 +254,11 @@ def _decoder(
 
     def decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_single_example(serialized, spec)
-        image = _decode_png(parsed["image"], image_dtype, resize, "bilinear")
+        # Raw records of a fixed-size store reshape to the manifest's (static) size.
+        raw_shape = None
+        if manifest.encoding == "raw":
+            raw_shape = stored if manifest.image_height is not None else parsed["shape"]
+        image = _decode_pixels(parsed["image"], raw_shape, image_dtype, resize, "bilinear")
         image.set_shape((*shape, 1))
         example = {"image": image, **{field: parsed[field] for field in META_FIELDS}}
         indices = tf.cast(tf.sparse.to_dense(parsed["labels"]), tf.int32)
@@ -252,7 +270,7 @@ def _decoder(
             example["target"] = tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
         else:
             stacked = [
-                _decode_png(parsed[schema.mask_feature_name(name)], tf.uint8, resize, "nearest")
+                _decode_pixels(parsed[schema.mask_feature_name(name)], raw_shape, tf.uint8, resize, "nearest")
                 for name in mask_names
             ]
             example["target"] = tf.concat(stacked, axis=-1)
@@ -301,7 +319,7 @@ def read_examples(
     """
     manifest = load_manifest(manifest_or_dir)
     for path in check_shards(manifest, split, verify_checksums):
-        records = tf.data.TFRecordDataset(str(path))
+        records = tf.data.TFRecordDataset(str(path), compression_type=manifest.compression)
         options = tf.data.Options()
         options.autotune.enabled = False
         try:
@@ -311,20 +329,25 @@ def read_examples(
             raise DataError(path, f"corrupt shard ({error.message})") from error
 
 
-def _png_to_numpy(encoded: bytes) -> np.ndarray:
-    return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+def _to_numpy(encoded: bytes, shape: tuple[int, ...] | None, dtype: str) -> np.ndarray:
+    """Stored bytes -> (H, W) array of `dtype`: PNG when `shape` is None, else raw little-endian."""
+    if shape is None:
+        return cv2.imdecode(np.frombuffer(encoded, np.uint8), cv2.IMREAD_UNCHANGED)
+    stored = np.dtype(dtype).newbyteorder("<")
+    return np.frombuffer(encoded, stored).reshape(shape).astype(dtype)
 
 
 def _example_to_numpy(example: tf.train.Example, manifest: Manifest, shard: str) -> dict[str, Any]:
     feature = example.features.feature
     indices = tuple(int(index) for index in feature["labels"].int64_list.value)
+    shape = tuple(feature["shape"].int64_list.value) if manifest.encoding == "raw" else None
     masks = {}
     for name in manifest.mask_names:
         encoded = feature[schema.mask_feature_name(name)].bytes_list.value[0]
         if encoded:
-            masks[name] = _png_to_numpy(encoded)
+            masks[name] = _to_numpy(encoded, shape, "uint8")
     return {
-        "image": _png_to_numpy(feature["image"].bytes_list.value[0]),
+        "image": _to_numpy(feature["image"].bytes_list.value[0], shape, manifest.image_dtype),
         "masks": masks,
         "labels": tuple(manifest.label_names[index] for index in indices),
         "label_indices": indices,

@@ -1,9 +1,11 @@
 """The `tf.train.Example` layout of one stored record, and its encoding on the write side.
 
 Every example holds:
-- "image": PNG bytes, one channel, 8 or 16 bit (the manifest's `image.dtype` says which);
-- "mask/<name>": PNG bytes, 8 bit, values {0, 1}, for each of the manifest's mask names
-  (empty bytes when the record has no such mask);
+- "image": the stored pixels, one channel, 8 or 16 bit (the manifest's `image_dtype` says which), in
+  the manifest's `encoding`: "png" (PNG bytes) or "raw" (the (H, W) array's bytes, row-major,
+  little-endian), then "shape" holds (H, W);
+- "mask/<name>": 8-bit values {0, 1} in the same encoding and shape, for each of the manifest's mask
+  names (empty bytes when the record has no such mask);
 - "labels": int64 indices into the manifest's `label_names` (one for single-label sets, several for
   multi-label manifestation sets, none when unlabelled);
 - "key", "patient_id", "group", "modality", "source", "path", "volume_id": UTF-8 strings ("" = unknown);
@@ -19,7 +21,11 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
+# 1: PNG only; 2: adds the "raw" encoding (with "shape") and the manifest's encoding / compression.
+SCHEMA_VERSION = 2
+ENCODINGS = ("png", "raw")
+# TFRecord compression types (tf.io.TFRecordOptions); "" = none.
+COMPRESSIONS = ("", "ZLIB", "GZIP")
 # Fixed PNG settings, so that re-writing the same pixels gives the same bytes. zlib's run-length
 # strategy gave smaller files than level 1 and decoded 1.4x faster with tf.io.decode_png (256 px CT).
 PNG_PARAMS = (cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE)
@@ -40,6 +46,20 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return encoded.tobytes()
 
 
+def encode_raw(pixels: np.ndarray) -> bytes:
+    """The little-endian bytes of a (H, W) uint8 or uint16 array, row-major."""
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"raw storage needs a (H, W) uint8/uint16 array, got {pixels.shape} {pixels.dtype}")
+    return np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
+
+
+def encode_pixels(pixels: np.ndarray, encoding: str) -> bytes:
+    """A (H, W) uint8/uint16 array as stored in a record of `encoding` ("png" or "raw")."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; use one of {ENCODINGS}")
+    return encode_png(pixels) if encoding == "png" else encode_raw(pixels)
+
+
 def _bytes(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
@@ -49,35 +69,41 @@ def _ints(values: Sequence[int]) -> tf.train.Feature:
 
 
 def build_example(
-    image_png: bytes,
-    mask_pngs: dict[str, bytes],
+    image: bytes,
+    masks: dict[str, bytes],
     label_indices: Sequence[int],
     strings: dict[str, str],
     slice_index: int,
     synthetic: bool,
     original_shape: Sequence[int],
+    shape: Sequence[int] | None = None,
 ) -> bytes:
     """The serialized example (deterministic bytes) of one preprocessed record.
 
-    image_png: from `encode_png`. mask_pngs: every manifest mask name -> PNG bytes, b"" when absent.
-    strings: a value for each of `STRING_FIELDS`.
+    image: from `encode_pixels`. masks: every manifest mask name -> bytes of the same encoding, b""
+    when absent. strings: a value for each of `STRING_FIELDS`. shape: the stored (H, W), required
+    for (and only written with) the raw encoding.
     """
     features = {
-        "image": _bytes(image_png),
+        "image": _bytes(image),
         "labels": _ints(label_indices),
         "slice_index": _ints([slice_index]),
         "synthetic": _ints([int(synthetic)]),
         "original_shape": _ints(original_shape),
     }
-    for name, png in mask_pngs.items():
-        features[mask_feature_name(name)] = _bytes(png)
+    if shape is not None:
+        features["shape"] = _ints(shape)
+    for name, encoded in masks.items():
+        features[mask_feature_name(name)] = _bytes(encoded)
     for field in STRING_FIELDS:
         features[field] = _bytes(strings[field].encode("utf-8"))
     example = tf.train.Example(features=tf.train.Features(feature=features))
     return example.SerializeToString(deterministic=True)
 
 
-def feature_spec(mask_names: Sequence[str]) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
+def feature_spec(
+    mask_names: Sequence[str], encoding: str = "png"
+) -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
     """The parsing spec for `tf.io.parse_single_example` of an example with these masks."""
     spec: dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature] = {
         "image": tf.io.FixedLenFeature([], tf.string),
@@ -86,6 +112,8 @@ def feature_spec(mask_names: Sequence[str]) -> dict[str, tf.io.FixedLenFeature |
         "synthetic": tf.io.FixedLenFeature([], tf.int64),
         "original_shape": tf.io.VarLenFeature(tf.int64),
     }
+    if encoding == "raw":
+        spec["shape"] = tf.io.FixedLenFeature([2], tf.int64)
     for name in mask_names:
         spec[mask_feature_name(name)] = tf.io.FixedLenFeature([], tf.string)
     for field in STRING_FIELDS:

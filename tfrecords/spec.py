@@ -180,6 +180,15 @@ class PreprocessSpec:
         """ "uint16" when the spec stores HU losslessly (hu16), else "uint8"."""
         return "uint16" if any(step.name == "hu16" for step in self.steps) else "uint8"
 
+    @property
+    def output_size(self) -> tuple[int, int] | None:
+        """(H, W) of every stored image when the spec ends its geometry with a resize, else None."""
+        geometric = [step for step in self.steps if step.name in ("resize", "lungcrop")]
+        if not geometric or geometric[-1].name != "resize":
+            return None
+        height, width = geometric[-1].args
+        return int(height), int(width)
+
     def steps_for(self, intensity: str) -> tuple[Step, ...]:
         """The steps applied to a record of `intensity`: HU images get the lung window first
         (`DEFAULT_HU_STEP`) when the spec has no intensity step of its own."""

@@ -1,7 +1,8 @@
 """Writes a dataset's records, preprocessed once, as sharded TFRecord files with a `manifest.json`.
 
-Layout of OUT_DIR: `<split>-<i>-of-<n>.tfrecord` shards (uncompressed; the PNGs inside already are)
-and `manifest.json`. All records of one patient group go to one split and one shard; groups are dealt
+Layout of OUT_DIR: `<split>-<i>-of-<n>.tfrecord` shards and `manifest.json`. Pixels are stored as
+PNG or as raw arrays (`encoding`; "auto" = raw when the spec resizes every image to one size, which
+reads about 9x faster than PNG without a cache), and shards may be ZLIB/GZIP-compressed. All records of one patient group go to one split and one shard; groups are dealt
 to shards greedily by record count, so a re-run with the same inputs gives byte-identical files.
 """
 
@@ -11,9 +12,10 @@ import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import tensorflow as tf
@@ -32,7 +34,7 @@ DEFAULT_SHARDS = 8
 
 @dataclass(frozen=True)
 class EncodedRecord:
-    """One record after preprocessing and PNG encoding, without its pixel arrays (to save memory).
+    """One record after preprocessing and encoding (`schema.encode_pixels`), without its arrays.
 
     patient_id: the record's patient id, else its volume id, else None (used to split and shard).
     strings: the values of `schema.STRING_FIELDS` except "group", which is set when sharding.
@@ -42,8 +44,8 @@ class EncodedRecord:
     patient_id: str | None
     split: str | None
     labels: tuple[str, ...]
-    image_png: bytes
-    mask_pngs: dict[str, bytes]
+    image_bytes: bytes
+    mask_bytes: dict[str, bytes]
     stored_shape: tuple[int, int]
     original_shape: tuple[int, ...]
     slice_index: int
@@ -65,11 +67,29 @@ def assign_shards(group_counts: dict[str, int], num_shards: int) -> dict[str, in
     return shard_of
 
 
+def resolve_encoding(encoding: str, spec: PreprocessSpec) -> str:
+    """ "png" or "raw" for a requested `encoding` ("auto": raw when `spec` gives one output size)."""
+    if encoding == "auto":
+        return "raw" if spec.output_size is not None else "png"
+    if encoding not in schema.ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r}; use auto or one of {', '.join(schema.ENCODINGS)}")
+    return encoding
+
+
+def _compression(compression: str | None) -> str:
+    name = (compression or "").upper()
+    if name == "NONE":
+        return ""
+    if name not in schema.COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}; use none, zlib or gzip")
+    return name
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
-def _encode(records: Iterable[Record], spec: PreprocessSpec) -> Iterator[EncodedRecord]:
+def _encode(records: Iterable[Record], spec: PreprocessSpec, encoding: str) -> Iterator[EncodedRecord]:
     for record in records:
         image, masks = spec.apply(record)
         yield EncodedRecord(
@@ -77,8 +97,8 @@ def _encode(records: Iterable[Record], spec: PreprocessSpec) -> Iterator[Encoded
             patient_id=record.patient_id or record.volume_id,
             split=record.split,
             labels=record.labels,
-            image_png=schema.encode_png(image),
-            mask_pngs={name: schema.encode_png(mask) for name, mask in masks.items()},
+            image_bytes=schema.encode_pixels(image, encoding),
+            mask_bytes={name: schema.encode_pixels(mask, encoding) for name, mask in masks.items()},
             stored_shape=image.shape,
             original_shape=record.image.shape,
             slice_index=-1 if record.slice_index is None else record.slice_index,
@@ -143,22 +163,27 @@ def _is_multilabel(label_names: tuple[str, ...], encoded: list[EncodedRecord]) -
 
 
 def _mask_names(adapter: DatasetAdapter, encoded: list[EncodedRecord]) -> tuple[str, ...]:
-    seen = {name for item in encoded for name in item.mask_pngs}
+    seen = {name for item in encoded for name in item.mask_bytes}
     declared = tuple(adapter.mask_names)
     return declared + tuple(name for name in MASK_NAMES if name in seen and name not in declared)
 
 
 def _serialize(
-    item: EncodedRecord, group: str, label_names: tuple[str, ...], mask_names: tuple[str, ...]
+    item: EncodedRecord,
+    group: str,
+    label_names: tuple[str, ...],
+    mask_names: tuple[str, ...],
+    encoding: str,
 ) -> bytes:
     return schema.build_example(
-        image_png=item.image_png,
-        mask_pngs={name: item.mask_pngs.get(name, b"") for name in mask_names},
+        image=item.image_bytes,
+        masks={name: item.mask_bytes.get(name, b"") for name in mask_names},
         label_indices=[label_names.index(label) for label in item.labels],
         strings={**item.strings, "group": group},
         slice_index=item.slice_index,
         synthetic=item.synthetic,
         original_shape=item.original_shape,
+        shape=item.stored_shape if encoding == "raw" else None,
     )
 
 
@@ -169,6 +194,8 @@ def _write_split(
     num_shards: int,
     label_names: tuple[str, ...],
     mask_names: tuple[str, ...],
+    encoding: str,
+    compression: str,
 ) -> SplitInfo:
     """Writes one split's (record, group) pairs as shards; returns the split's manifest entry."""
     counts = Counter(group for _, group in items)
@@ -181,13 +208,14 @@ def _write_split(
     for index in range(num_shards):
         name = shard_name(split, index, num_shards)
         members = sorted(by_shard[index], key=lambda member: member[0].key)
-        with tf.io.TFRecordWriter(str(directory / name)) as writer:
+        options = tf.io.TFRecordOptions(compression_type=compression)
+        with tf.io.TFRecordWriter(str(directory / name), options) as writer:
             for item, group in members:
-                writer.write(_serialize(item, group, label_names, mask_names))
+                writer.write(_serialize(item, group, label_names, mask_names, encoding))
         path = directory / name
         shards.append(ShardInfo(name, len(members), path.stat().st_size, sha256_file(path)))
     class_counts = Counter(label for item, _ in items for label in item.labels)
-    mask_counts = Counter(name for item, _ in items for name in item.mask_pngs)
+    mask_counts = Counter(name for item, _ in items for name in item.mask_bytes)
     return SplitInfo(
         count=len(items),
         groups=len(counts),
@@ -220,13 +248,19 @@ def write_dataset(
     split_file: str | Path | None = None,
     shards: int = DEFAULT_SHARDS,
     image_size: int | None = None,
+    encoding: str = "auto",
+    compression: str = "",
     seed: int = 0,
     records_transform: Callable[[Iterable[Record]], Iterable[Record]] | None = None,
+    transform_record: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Reads `dataset` from `raw_dir` through its adapter and writes TFRecords and manifest to `out_dir`.
 
-    preprocess: a `PreprocessSpec` string; image_size: adds resize=N. records_transform: applied to the
-    adapter's record stream before preprocessing (e.g. a recipe that trims volumes and crops lungs).
+    preprocess: a `PreprocessSpec` string; image_size: adds resize=N. encoding: "png", "raw" or "auto"
+    (raw when the spec resizes every image to one size, else PNG); compression: "", "ZLIB" or "GZIP"
+    (case-insensitive) for the shard files. records_transform: applied to the
+    adapter's record stream before preprocessing (e.g. a recipe that trims volumes and crops lungs);
+    transform_record: its settings, kept in the manifest as `preprocess["recipe"]` (for model bundles).
     The split comes from `split_file` (a `data_prep.splits` CSV), else the publisher's `Record.split`, else a patient-wise
     70/15/15 split (`patient_split` with `seed`). Everything is written in a temporary folder beside
     `out_dir`, then renamed into place; on any error nothing is left behind.
@@ -235,11 +269,13 @@ def write_dataset(
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     spec = PreprocessSpec.parse(preprocess, image_size)
+    encoding = resolve_encoding(encoding, spec)
+    compression = _compression(compression)
     out_dir = Path(out_dir)
     split_path = None if split_file is None else Path(split_file)
     adapter = open_dataset(dataset, raw_dir)
     records = adapter.records() if records_transform is None else records_transform(adapter.records())
-    encoded = list(_encode(records, spec))
+    encoded = list(_encode(records, spec, encoding))
     if not encoded:
         raise DataError(adapter.root, f"the {dataset} adapter found no records")
     table, split_source = _split_table(encoded, adapter, split_path, seed)
@@ -255,7 +291,9 @@ def write_dataset(
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         splits = {
-            split: _write_split(by_split[split], split, staging, shards, label_names, mask_names)
+            split: _write_split(
+                by_split[split], split, staging, shards, label_names, mask_names, encoding, compression
+            )
             for split in sorted(by_split)
         }
         manifest = Manifest(
@@ -265,6 +303,7 @@ def write_dataset(
                 "spec": str(spec),
                 "steps": [str(step) for step in spec.steps],
                 "hu_images": [str(step) for step in spec.steps_for("hu")],
+                "recipe": None if transform_record is None else dict(transform_record),
             },
             split_source=split_source,
             split_file=None
@@ -280,6 +319,8 @@ def write_dataset(
             multilabel=_is_multilabel(label_names, encoded),
             mask_names=mask_names,
             splits=splits,
+            encoding=encoding,
+            compression=compression,
             directory=out_dir,
         )
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -191,17 +191,23 @@ def _batches(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
             yield batch
 
 
-def example_bytes(example: Example, image: np.ndarray, mask_names: tuple[str, ...]) -> bytes:
-    """The serialized example of a decoded `read_examples` record with its image replaced."""
+def example_bytes(
+    example: Example, image: np.ndarray, mask_names: tuple[str, ...], encoding: str = "png"
+) -> bytes:
+    """The serialized example of a decoded `read_examples` record with its image replaced, with
+    pixels in `encoding` (the source manifest's)."""
     masks = example["masks"]
     return schema.build_example(
-        image_png=schema.encode_png(image),
-        mask_pngs={name: schema.encode_png(masks[name]) if name in masks else b"" for name in mask_names},
+        image=schema.encode_pixels(image, encoding),
+        masks={
+            name: schema.encode_pixels(masks[name], encoding) if name in masks else b"" for name in mask_names
+        },
         label_indices=example["label_indices"],
         strings={name: example[name] for name in schema.STRING_FIELDS},
         slice_index=example["slice_index"],
         synthetic=example["synthetic"],
         original_shape=example["original_shape"],
+        shape=image.shape if encoding == "raw" else None,
     )
 
 
@@ -228,7 +234,9 @@ def rewrite_images(
             (staging / name).mkdir()
         for split in sorted(source.splits):
             writers = {
-                (name, shard.name): tf.io.TFRecordWriter(str(staging / name / shard.name))
+                (name, shard.name): tf.io.TFRecordWriter(
+                    str(staging / name / shard.name), tf.io.TFRecordOptions(source.compression)
+                )
                 for name in names
                 for shard in source.split(split).shards
             }
@@ -237,7 +245,7 @@ def rewrite_images(
                 for name in names:
                     writer = writers[(name, batch[0]["shard"])]
                     for example, image in zip(batch, images[name], strict=True):
-                        writer.write(example_bytes(example, image, source.mask_names))
+                        writer.write(example_bytes(example, image, source.mask_names, source.encoding))
             for writer in writers.values():
                 writer.close()
         manifests = {name: _copy_manifest(source, staging / name, note | {"variant": name}) for name in names}

@@ -73,7 +73,7 @@ def test_manifest_counts_checksums_and_shards(handmade_root: Path, tmp_path: Pat
     assert (data["image_dtype"], data["intensity_offset"]) == ("uint8", 0)
     assert data["label_names"] == ["covid", "normal"] and data["multilabel"] is False
     assert data["mask_names"] == ["lung", "infection"]
-    assert (data["dataset"], data["schema_version"], data["patient_id_kind"]) == ("test_handmade", 1, "real")
+    assert (data["dataset"], data["schema_version"], data["patient_id_kind"]) == ("test_handmade", 2, "real")
     assert data["split_file"] is None
     assert sorted(path.name for path in out.iterdir()) == sorted(
         ["manifest.json", *(shard["name"] for shard in train["shards"] + test["shards"])]
