@@ -91,10 +91,11 @@ class EvalConfig:
 
 @dataclass
 class RuntimeConfig:
-    """strategy: one of STRATEGIES; mixed_precision: None, "mixed_bfloat16" or "mixed_float16"."""
+    """strategy: one of STRATEGIES; precision: "auto" (by the hardware, `common.mixed_precision`),
+    "mixed_bfloat16", "mixed_float16" or "float32"."""
 
     strategy: str = "auto"
-    mixed_precision: str | None = None
+    precision: str = "auto"
     seed: int = 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import tensorflow as tf
 import yaml
 
+from common.mixed_precision import choose_precision
 from experiments.config import ExperimentConfig, to_dict
 from experiments.data import PreparedData, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
@@ -101,10 +102,11 @@ def run_experiment(
     """Runs one named experiment and returns its run folder (the worker folder on non-chief workers)."""
     config = get_experiment(name, list(overrides))
     config.runtime.strategy = strategy or config.runtime.strategy
-    config.runtime.mixed_precision = mixed_precision or config.runtime.mixed_precision
-    config.training.mixed_precision = config.runtime.mixed_precision
+    config.runtime.precision = mixed_precision or config.runtime.precision
     config.training.seed = config.runtime.seed
     distribution = make_strategy(config.runtime.strategy)
+    precision = choose_precision(config.runtime.precision)  # after the strategy: it lists the GPUs
+    config.training.mixed_precision = None if precision.policy == "float32" else precision.policy
     chief = is_chief()
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     run_dir = _run_dir(out_dir, config.name, resume, chief)
@@ -120,6 +122,7 @@ def run_experiment(
         "versions": package_versions(),
         "hardware": hardware(type(distribution).__name__, distribution.num_replicas_in_sync),
         "jit_compile": "auto (resolves to False on CPU, where XLA is slower; see RUNTIME.md)",
+        "precision": precision.as_record(),
         "global_batch_size": config.data.batch_size * distribution.num_replicas_in_sync,
     }
     (run_dir / "experiment.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
