@@ -3,6 +3,7 @@
     python -m segmentation train --config run.yaml [--data DIR] [--run-dir DIR] [--epochs N] ...
     python -m segmentation evaluate RUN/best.keras DATA_DIR OUT_DIR [--split test] [--val-split val]
     python -m segmentation predict RUN/best.keras INPUT OUT_DIR [--tta lr]
+    python -m segmentation evaluate-volumes RUN/best.keras --images DIR --labels DIR --out OUT [--channel lung]
 
 Bad input (a DataError, an invalid option or config) prints one line `error: ...` and exits with status 2.
 """
@@ -17,6 +18,7 @@ from data_prep.errors import DataError
 from segmentation.evaluate import evaluate_segmenter
 from segmentation.predict import load_segmenter, predict_path
 from segmentation.train import SegmentationConfig, load_config, train_segmenter
+from segmentation.volume_eval import evaluate_volume_folder, parse_label_values
 
 TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--data": ("data", str, "TFRecord directory (python -m tfrecords write)"),
@@ -81,6 +83,20 @@ def _parser() -> argparse.ArgumentParser:
         help="NIfTI slices: display orientation of the RAS+ volume (default) or the file's array[:, :, k]",
     )
 
+    volumes = commands.add_parser(
+        "evaluate-volumes", help="3-D Dice, NSD, HD95, volumes on a folder of NIfTI volumes with masks"
+    )
+    volumes.add_argument("model", help="a .keras model (its run folder's config.json is read)")
+    volumes.add_argument("--images", required=True, help="folder of NIfTI images")
+    volumes.add_argument("--labels", required=True, help="folder of NIfTI masks (paired by stem or case id)")
+    volumes.add_argument("--out", required=True, help="output folder")
+    volumes.add_argument("--channel", help="model output to score (default: its only one)")
+    volumes.add_argument("--label-values", help="label values counted as truth, e.g. 1,2 (default: > 0)")
+    volumes.add_argument("--tolerance-mm", type=float, help="NSD tolerance (default: lung 1, else 3)")
+    volumes.add_argument("--orientation", default="display", choices=["display", "stored"])
+    volumes.add_argument("--batch-size", type=int, default=8)
+    volumes.add_argument("--worst", type=int, default=4, help="cases in worst_cases.png (default 4)")
+
     for command in (evaluate, predict):
         command.add_argument("--batch-size", type=int, default=8)
         command.add_argument("--tta", nargs="*", default=[], choices=["lr", "ud"], help="flip averaging")
@@ -130,9 +146,34 @@ def _predict(args: argparse.Namespace) -> None:
     print(f"wrote {len(written)} file(s) to {args.out_dir}")
 
 
+def _evaluate_volumes(args: argparse.Namespace) -> None:
+    summary = evaluate_volume_folder(
+        args.model,
+        args.images,
+        args.labels,
+        args.out,
+        channel=args.channel,
+        label_values=parse_label_values(args.label_values),
+        tolerance_mm=args.tolerance_mm,
+        orientation=args.orientation,
+        batch_size=args.batch_size,
+        worst=args.worst,
+    )
+    dice, nsd = summary["metrics"]["dice"], summary["metrics"]["nsd"]
+    print(
+        f"{summary['channel']}: 3-D Dice {dice['mean']:.4f} (median {dice['median']:.4f}), "
+        f"NSD@{summary['tolerance_mm']:g}mm {nsd['mean']:.4f} over {summary['n_cases']} cases; wrote {args.out}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"train": _train, "evaluate": _evaluate, "predict": _predict}
+    commands = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "evaluate-volumes": _evaluate_volumes,
+    }
     try:
         commands[args.command](args)
     except DataError as error:

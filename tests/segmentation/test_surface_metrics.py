@@ -69,28 +69,37 @@ def test_a_square_shifted_by_one_row_hand_values():
     assert metrics.normalized_surface_dice(pred, truth, 0.5, (s0, s1)) == 1.0
 
 
-def test_a_cube_shifted_by_one_slice_hand_values():
-    # Truth: a 6^3 cube; prediction: the same cube one step along axis 0. Spacing (0.5, 1, 2) mm.
-    # Marching-cubes surfels on the voxel-corner grid: a face element normal to axis a has area
-    # prod(s) / s_a; an edge element along axis a is a chamfer s_a x (the half-diagonal of the two other
-    # axes); a corner element is the triangle through three half-edges.
-    n, s = 6, np.array([0.5, 1.0, 2.0])
-    truth = np.zeros((11, 11, 11), bool)
-    truth[2 : 2 + n, 2 : 2 + n, 2 : 2 + n] = True
-    pred = np.roll(truth, 1, axis=0)
+def shifted_cube_nsd(n: int, spacing: tuple[float, float, float]) -> float:
+    """Hand value: NSD at a tolerance below s0 of an n^3 cube against the same cube one voxel further along
+    axis 0, where s0 = spacing[0] is the smallest spacing (so every surfel is at distance 0 or s0).
+
+    Marching-cubes surfels on the voxel-corner grid: a face element normal to axis a has area prod(s) / s_a;
+    an edge element along axis a is a chamfer s_a x (the half-diagonal of the two other axes); a corner
+    element is the triangle through three half-edges. At distance s0 from the other surface: the first layer
+    of corner points (a face, its 4 edges, 4 corners) and the inner part of the opposite face.
+    """
+    s = np.asarray(spacing, float)
     face = s.prod() / s
     edge = np.array([s[a] * math.hypot(*np.delete(s, a)) / 2 for a in range(3)])
     corner = np.linalg.norm(face / 4) / 2
     total = 2 * (n - 1) ** 2 * face.sum() + 4 * (n - 1) * edge.sum() + 8 * corner
-    # At distance s0: the first layer of corner points (face, its 4 edges, 4 corners) and the inner part of
-    # the opposite face; the rest lies on the other surface.
     far = 2 * (n - 1) ** 2 * face[0] + 2 * (n - 1) * (edge[1] + edge[2]) + 4 * corner
-    assert metrics.hausdorff95(pred, truth, tuple(s)) == pytest.approx(0.5)
-    assert metrics.normalized_surface_dice(pred, truth, 0.49, tuple(s)) == pytest.approx(1 - far / total)
-    assert metrics.normalized_surface_dice(pred, truth, 0.5, tuple(s)) == 1.0
+    return float(1 - far / total)
+
+
+def test_a_cube_shifted_by_one_slice_hand_values():
+    n, spacing = 6, (0.5, 1.0, 2.0)
+    truth = np.zeros((11, 11, 11), bool)
+    truth[2 : 2 + n, 2 : 2 + n, 2 : 2 + n] = True
+    pred = np.roll(truth, 1, axis=0)
+    assert metrics.hausdorff95(pred, truth, spacing) == pytest.approx(0.5)
+    assert metrics.normalized_surface_dice(pred, truth, 0.49, spacing) == pytest.approx(
+        shifted_cube_nsd(n, spacing)
+    )
+    assert metrics.normalized_surface_dice(pred, truth, 0.5, spacing) == 1.0
     # Identical masks: every distance 0.
-    assert metrics.hausdorff95(truth, truth, tuple(s)) == 0.0
-    assert metrics.normalized_surface_dice(truth, truth, 0.0, tuple(s)) == 1.0
+    assert metrics.hausdorff95(truth, truth, spacing) == 0.0
+    assert metrics.normalized_surface_dice(truth, truth, 0.0, spacing) == 1.0
 
 
 @pytest.mark.parametrize("shape", [(5, 5), (4, 5, 5)])
