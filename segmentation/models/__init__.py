@@ -7,6 +7,11 @@ probabilities (B, H, W, num_classes): sigmoid when num_classes == 1, softmax oth
 the nested layer named "encoder". Models save and reload as `.keras` files once this package is
 imported (it registers the custom `InputScaling` layer).
 
+U-Net (on any encoder but "plain"), FPN, Linknet and PSPNet follow segmentation_models, the library S2
+used, with its defaults (as its Keras 3 fork segmodels-keras 0.1.0.dev13 builds them); each decoder's
+docstring lists the deliberate differences, and tests/segmentation/models/test_param_counts.py pins
+the reference's parameter counts.
+
 Input sizes: H and W divisible by 32 for U-Net, FPN and Linknet (plain U-Net: by 2^(len(filters) - 1),
 16 by default), by 48 for PSPNet (`pspnet.input_size_multiple`) and by the output stride (16 or 8)
 for DeepLabv3+.

@@ -18,6 +18,8 @@ SCALING_MODES = ("none", "tf", "torch", "caffe", "x255")
 # With 0.99 the moving statistics still lag the batch statistics after the few hundred steps of a
 # CPU-scale run, and inference-mode predictions collapse (see `batch_norm`).
 BN_MOMENTUM = 0.9
+# Kernel initializer of segmentation_models' decoder convolutions (its heads keep Keras's glorot_uniform).
+DECODER_INITIALIZER = "he_uniform"
 
 
 @keras.saving.register_keras_serializable(package="covid_segmentation")
@@ -76,7 +78,14 @@ def batch_norm(x, name: str):
 
 
 def conv_bn_relu(
-    x, filters: int, kernel_size: int, name: str, strides: int = 1, dilation: int = 1, activation: bool = True
+    x,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    strides: int = 1,
+    dilation: int = 1,
+    activation: bool = True,
+    kernel_initializer: str = "glorot_uniform",
 ):
     """Conv2D (no bias) -> BatchNorm -> ReLU (unless `activation=False`).
 
@@ -94,16 +103,25 @@ def conv_bn_relu(
         dilation_rate=dilation,
         padding=padding,
         use_bias=False,
+        kernel_initializer=kernel_initializer,
         name=f"{name}_conv",
     )(x)
     x = batch_norm(x, f"{name}_bn")
     return layers.ReLU(name=f"{name}_relu")(x) if activation else x
 
 
-def double_conv(x, filters: int, name: str):
+def double_conv(x, filters: int, name: str, kernel_initializer: str = "glorot_uniform"):
     """Two 3x3 conv-BN-ReLU layers: the U-Net stage block."""
-    x = conv_bn_relu(x, filters, 3, f"{name}_1")
-    return conv_bn_relu(x, filters, 3, f"{name}_2")
+    x = conv_bn_relu(x, filters, 3, f"{name}_1", kernel_initializer=kernel_initializer)
+    return conv_bn_relu(x, filters, 3, f"{name}_2", kernel_initializer=kernel_initializer)
+
+
+def center_block(x, name: str = "center_block"):
+    """segmentation_models' centre block: two 3x3 conv-BN-ReLU with 512 filters (`DECODER_INITIALIZER`).
+
+    Its U-Net and Linknet insert it after an encoder whose deepest feature is a max pooling (VGG).
+    """
+    return double_conv(x, 512, name, kernel_initializer=DECODER_INITIALIZER)
 
 
 def aligned_padding(x, kernel_size: int, name: str):

@@ -86,8 +86,9 @@ APPLICATIONS: dict[str, ApplicationSpec] = {
     "vgg19": ApplicationSpec(
         "VGG19", ("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"), "caffe"
     ),
+    # DenseNet's C2..C4 are its transition convolutions (after the channel halving), as segmentation_models.
     "densenet121": ApplicationSpec(
-        "DenseNet121", ("conv1_relu", "pool2_relu", "pool3_relu", "pool4_relu", "relu"), "torch"
+        "DenseNet121", ("conv1_relu", "pool2_conv", "pool3_conv", "pool4_conv", "relu"), "torch"
     ),
     **{f"efficientnetb{i}": ApplicationSpec(f"EfficientNetB{i}", _EFFICIENTNET, "x255") for i in range(8)},
     "mobilenetv2": ApplicationSpec(
@@ -125,6 +126,11 @@ def available_levels(name: str, **encoder_kwargs) -> tuple[int, ...]:
         return tuple(range(len(encoder_kwargs.get("filters", DEFAULT_FILTERS))))
     _check_name(name)
     return PYRAMID_LEVELS
+
+
+def deepest_feature_is_max_pooling(name: str) -> bool:
+    """True where C5 is a max pooling output (VGG): segmentation_models' U-Net and Linknet add a centre block."""
+    return name in APPLICATIONS and (APPLICATIONS[name].feature_layers[-1] or "").endswith("_pool")
 
 
 def level_stride(name: str, level: int, **encoder_kwargs) -> int:

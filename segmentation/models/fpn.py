@@ -1,5 +1,5 @@
-"""Feature Pyramid Network for semantic segmentation (Lin et al. 2017; head of Kirillov et al. 2019,
-"Panoptic Feature Pyramid Networks"), written by us."""
+"""Feature Pyramid Network for semantic segmentation as segmentation_models defines it (its `FPN`,
+after Lin et al. 2017 and Kirillov et al.'s COCO 2017 stuff-segmentation entry), written by us."""
 
 from __future__ import annotations
 
@@ -9,10 +9,16 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from segmentation.models.blocks import conv_bn_relu, segmentation_head, upsample
-from segmentation.models.encoders import encoder_features
+from segmentation.models.blocks import (
+    DECODER_INITIALIZER,
+    conv_bn_relu,
+    double_conv,
+    segmentation_head,
+    upsample,
+)
+from segmentation.models.encoders import PYRAMID_LEVELS, encoder_features
 
-PYRAMID_LEVELS = (2, 3, 4, 5)
+AGGREGATIONS = ("concat", "sum")
 
 
 def build_fpn(
@@ -24,38 +30,51 @@ def build_fpn(
     encoder_kwargs: Mapping | None = None,
     pyramid_filters: int = 256,
     segmentation_filters: int = 128,
+    aggregation: str = "concat",
 ) -> keras.Model:
-    """FPN on C2..C5 with Kirillov's semantic segmentation branch.
+    """segmentation_models' `FPN` (segmodels-keras 0.1.0.dev13) with its defaults, on C1..C5.
 
-    Pyramid: P5 = 1x1 conv(C5); P_k = 1x1 conv(C_k) + nearest-upsampled P_{k+1}; each P_k then gets a
-    3x3 conv (`pyramid_filters` channels, 256). Head: each P_k goes through max(1, k - 2) stages of
-    3x3 conv-BN-ReLU (`segmentation_filters`, 128) each followed by x2 bilinear upsampling until
-    stride 4; the four maps are summed, a 1x1 conv gives the logits, which are upsampled x4.
-    BatchNorm replaces the paper's GroupNorm. Needs C2..C5 (every encoder; "plain" only with six
-    filters); H and W divisible by 32.
+    Pyramid (top-down, strides 16..2): P4 = nearest-upsampled (1x1 conv of C5) + 1x1 conv(C4); P_k =
+    upsampled P_{k+1} + 1x1 conv(C_k) for k = 3, 2, 1 (segmentation_models names P4..P1 "p5".."p2").
+    The 1x1 convs have `pyramid_filters` (256) channels and biases; the one on C5 only exists where
+    C5 has another channel count. Segmentation branch: each P_k gets two 3x3 conv-BN-ReLU
+    (`segmentation_filters`, 128) and nearest upsampling to stride 2; the four maps are concatenated
+    (`aggregation` "concat", or "sum"), then a 3x3 conv-BN-ReLU (`segmentation_filters`), x2 bilinear
+    upsampling and a 3x3 conv head at full resolution. Decoder kernels use he_uniform. Needs C1..C5
+    (every encoder; "plain" only with six filters); H and W divisible by 32.
+    Deliberate differences: BatchNorm momentum 0.9 (`blocks.batch_norm`), the input scaling inside the
+    model, no `pyramid_dropout` option (its default is off); parameter counts are equal.
     Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
     """
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"fpn: aggregation {aggregation!r} is not one of {AGGREGATIONS}")
     inputs, features = encoder_features(
         encoder_name, input_shape, weights, freeze_encoder, PYRAMID_LEVELS, encoder_kwargs
     )
-    merged = None
-    pyramid = {}
-    for level, feature in reversed(list(zip(PYRAMID_LEVELS, features, strict=True))):
-        lateral = layers.Conv2D(pyramid_filters, 1, name=f"fpn_lateral{level}")(feature)
-        if merged is not None:
-            factor = lateral.shape[1] // merged.shape[1]
-            coarser = upsample(merged, factor, f"fpn_topdown{level}", interpolation="nearest")
-            lateral = layers.Add(name=f"fpn_merge{level}")([lateral, coarser])
-        merged = lateral
-        pyramid[level] = layers.Conv2D(pyramid_filters, 3, padding="same", name=f"fpn_p{level}")(merged)
-    finest = pyramid[PYRAMID_LEVELS[0]].shape[1]
+    x = features[-1]
+    if x.shape[-1] != pyramid_filters:
+        x = _pyramid_conv(x, pyramid_filters, "fpn_c5_pre_conv")
+    pyramid = []
+    for level, skip in zip(PYRAMID_LEVELS[-2::-1], features[-2::-1], strict=True):
+        lateral = _pyramid_conv(skip, pyramid_filters, f"fpn_p{level}_lateral")
+        x = upsample(x, lateral.shape[1] // x.shape[1], f"fpn_p{level}_upsample", interpolation="nearest")
+        x = layers.Add(name=f"fpn_p{level}")([x, lateral])
+        pyramid.append(x)
+    finest = pyramid[-1].shape[1]
     branches = []
-    for level, x in pyramid.items():
-        stages = max(1, (finest // x.shape[1]).bit_length() - 1)
-        for stage in range(1, stages + 1):
-            x = conv_bn_relu(x, segmentation_filters, 3, f"semantic_p{level}_{stage}")
-            x = upsample(x, 2 if x.shape[1] < finest else 1, f"semantic_p{level}_{stage}_upsample")
-        branches.append(x)
-    x = layers.Add(name="semantic_sum")(branches)
-    outputs = segmentation_head(x, num_classes, upsampling=input_shape[0] // finest)
+    for level, p in zip(PYRAMID_LEVELS[-2::-1], pyramid, strict=True):
+        branch = double_conv(
+            p, segmentation_filters, f"segm_p{level}", kernel_initializer=DECODER_INITIALIZER
+        )
+        branches.append(upsample(branch, finest // p.shape[1], f"segm_p{level}_upsample", "nearest"))
+    merge = layers.Concatenate if aggregation == "concat" else layers.Add
+    x = merge(name=f"segm_{aggregation}")(branches)
+    x = conv_bn_relu(x, segmentation_filters, 3, "final_stage", kernel_initializer=DECODER_INITIALIZER)
+    x = upsample(x, input_shape[0] // finest, "final_upsample")
+    outputs = segmentation_head(x, num_classes, kernel_size=3)
     return keras.Model(inputs, outputs, name=f"fpn_{encoder_name}")
+
+
+def _pyramid_conv(x, filters: int, name: str):
+    """1x1 conv with bias (no BatchNorm), he_uniform: the pyramid's lateral and C5 projections."""
+    return layers.Conv2D(filters, 1, kernel_initializer=DECODER_INITIALIZER, name=name)(x)

@@ -1,4 +1,4 @@
-"""PSPNet (Zhao et al. 2017): pyramid pooling on the stride-8 encoder feature."""
+"""PSPNet (Zhao et al. 2017) as segmentation_models defines it: pyramid pooling on one encoder feature."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from segmentation.models.blocks import conv_bn_relu, segmentation_head, upsample
+from segmentation.models.blocks import DECODER_INITIALIZER, conv_bn_relu, segmentation_head, upsample
 from segmentation.models.encoders import encoder_features
 
-FEATURE_LEVEL = 3  # stride 8
+DOWNSAMPLE_FACTORS = (4, 8, 16)  # the stride of the pooled feature: C2, C3 or C4
 DEFAULT_BINS = (1, 2, 3, 6)
 
 
-def input_size_multiple(bins: Sequence[int] = DEFAULT_BINS) -> int:
-    """H and W must be multiples of this: 8 x lcm(bins) (48 for the default bins 1, 2, 3, 6)."""
-    return 2**FEATURE_LEVEL * math.lcm(*bins)
+def input_size_multiple(bins: Sequence[int] = DEFAULT_BINS, downsample_factor: int = 8) -> int:
+    """H and W must be multiples of this: downsample_factor x lcm(bins) (48 for the defaults)."""
+    return downsample_factor * math.lcm(*bins)
 
 
 def build_pspnet(
@@ -28,37 +28,47 @@ def build_pspnet(
     weights: str | Path | None = None,
     freeze_encoder: bool = False,
     encoder_kwargs: Mapping | None = None,
+    downsample_factor: int = 8,
     bins: Sequence[int] = DEFAULT_BINS,
     filters: int = 512,
-    dropout: float = 0.1,
+    dropout: float | None = None,
 ) -> keras.Model:
-    """PSPNet on C3 (stride 8; deeper encoder layers are not built).
+    """segmentation_models' `PSPNet` (segmodels-keras 0.1.0.dev13) with its defaults.
 
-    Pyramid pooling: for each bin b, average pooling to b x b cells, a 1x1 conv-BN-ReLU to C / len(bins)
-    channels and bilinear upsampling back; concatenated with C3, then a 3x3 conv-BN-ReLU (`filters`),
-    dropout, a 1x1 conv for the logits and x8 bilinear upsampling. Average pooling needs the C3 size
-    divisible by every bin: H and W must be multiples of `input_size_multiple(bins)` (48 by default,
-    e.g. 192, 240, 288, 384, 480).
+    Pools the encoder feature of stride `downsample_factor` (8: C3; 4: C2; 16: C4; deeper encoder
+    layers are not built). Pyramid pooling: for each bin b, average pooling to b x b cells, a 1x1
+    conv-BN-ReLU to `filters` (512) channels and bilinear upsampling back; concatenated with the
+    feature, then a 1x1 conv-BN-ReLU (`filters`), optional spatial dropout (`dropout`, default none),
+    a 3x3 conv for the logits and bilinear upsampling by `downsample_factor`. Decoder kernels use
+    he_uniform. Average pooling needs the feature size divisible by every bin: H and W must be
+    multiples of `input_size_multiple(bins, downsample_factor)` (48 by default, e.g. 192, 288, 384).
+    Deliberate differences: BatchNorm momentum 0.9 (`blocks.batch_norm`), the input scaling inside the
+    model, `bins` as an option (segmentation_models fixes 1, 2, 3, 6), no max-pooling option;
+    parameter counts are equal.
     Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
     """
-    multiple = input_size_multiple(bins)
+    if downsample_factor not in DOWNSAMPLE_FACTORS:
+        raise ValueError(f"pspnet: downsample_factor {downsample_factor} is not one of {DOWNSAMPLE_FACTORS}")
+    multiple = input_size_multiple(bins, downsample_factor)
     if input_shape[0] % multiple or input_shape[1] % multiple:
         raise ValueError(
             f"pspnet: input size {input_shape[0]}x{input_shape[1]} must be divisible by {multiple} "
-            f"(8 x the least common multiple of the bins {tuple(bins)})"
+            f"({downsample_factor} x the least common multiple of the bins {tuple(bins)})"
         )
+    level = downsample_factor.bit_length() - 1
     inputs, (feature,) = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, (FEATURE_LEVEL,), encoder_kwargs
+        encoder_name, input_shape, weights, freeze_encoder, (level,), encoder_kwargs
     )
-    height, width, channels = feature.shape[1:]
+    height, width = feature.shape[1:3]
     branches = [feature]
     for b in bins:
         cell = (height // b, width // b)
         x = layers.AveragePooling2D(cell, strides=cell, name=f"psp_bin{b}_pool")(feature)
-        x = conv_bn_relu(x, max(1, channels // len(bins)), 1, f"psp_bin{b}")
+        x = conv_bn_relu(x, filters, 1, f"psp_bin{b}", kernel_initializer=DECODER_INITIALIZER)
         branches.append(upsample(x, cell, f"psp_bin{b}_upsample"))
     x = layers.Concatenate(name="psp_concat")(branches)
-    x = conv_bn_relu(x, filters, 3, "psp_fuse")
-    x = layers.Dropout(dropout, name="psp_dropout")(x)
-    outputs = segmentation_head(x, num_classes, upsampling=2**FEATURE_LEVEL)
+    x = conv_bn_relu(x, filters, 1, "psp_aggregation", kernel_initializer=DECODER_INITIALIZER)
+    if dropout:
+        x = layers.SpatialDropout2D(dropout, name="psp_dropout")(x)
+    outputs = segmentation_head(x, num_classes, upsampling=downsample_factor, kernel_size=3)
     return keras.Model(inputs, outputs, name=f"pspnet_{encoder_name}")

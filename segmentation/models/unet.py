@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger et al. 2015): the plain S3 U-Net, or a U-Net decoder on any pyramid encoder."""
+"""U-Net (Ronneberger et al. 2015): the plain S3 U-Net, or segmentation_models' U-Net on any pyramid encoder."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from segmentation.models.blocks import double_conv, segmentation_head, upsample
-from segmentation.models.encoders import available_levels, encoder_features
+from segmentation.models.blocks import (
+    DECODER_INITIALIZER,
+    center_block,
+    double_conv,
+    segmentation_head,
+    upsample,
+)
+from segmentation.models.encoders import available_levels, deepest_feature_is_max_pooling, encoder_features
 from segmentation.models.plain import DEFAULT_FILTERS
 
 ENCODER_DECODER_FILTERS = (256, 128, 64, 32, 16)
-UPSAMPLINGS = ("transpose", "bilinear")
+UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 
 
 def build_unet(
@@ -27,29 +33,37 @@ def build_unet(
     upsampling: str | None = None,
 ) -> keras.Model:
     """U-Net: from the deepest feature, repeatedly upsample x2, concatenate the skip of that stride,
-    and apply two 3x3 conv-BN-ReLU, until full resolution; then a 1x1 conv head.
+    and apply two 3x3 conv-BN-ReLU, until full resolution; then the head.
 
     encoder_name "plain" gives the classic U-Net of S3: `encoder_kwargs={"filters": (...)}` sets the
     contracting path (default (32, 64, 128, 256, 512), 4 poolings); the expanding path mirrors it
     (decoder_filters default: the encoder filters reversed, without the deepest) with 2x2 transposed
-    convolutions, and every level including full resolution has a skip. H and W must be divisible by
-    2^(len(filters) - 1).
-    Any other encoder: skips C4..C1, then a last stage from stride 2 to full resolution without a skip;
-    decoder_filters default (256, 128, 64, 32, 16), bilinear upsampling. H and W divisible by 32.
-    upsampling: "transpose" (2x2 Conv2DTranspose) or "bilinear" (UpSampling2D) overrides the default.
+    convolutions, every level including full resolution has a skip, and the head is a 1x1 conv.
+    H and W must be divisible by 2^(len(filters) - 1).
+    Any other encoder: segmentation_models' `Unet` (as in segmodels-keras 0.1.0.dev13) with its
+    defaults: a centre block (two 3x3 conv-BN-ReLU, 512 filters) after a max-pooled C5 (VGG), skips
+    C4..C1, a last stage from stride 2 to full resolution without a skip, decoder_filters
+    (256, 128, 64, 32, 16), nearest-neighbour upsampling, he_uniform decoder kernels and a 3x3 conv
+    head. H and W divisible by 32. Deliberate differences: BatchNorm momentum 0.9 (`blocks.batch_norm`)
+    and the input scaling inside the model; parameter counts are equal.
+    upsampling: "transpose" (2x2 Conv2DTranspose with bias, the classic U-Net's; not segmentation_models'
+    4x4 transpose block), "nearest" or "bilinear" (UpSampling2D) overrides the default.
     Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
     """
     encoder_kwargs = dict(encoder_kwargs or {})
     plain = encoder_name == "plain"
-    upsampling = upsampling or ("transpose" if plain else "bilinear")
+    upsampling = upsampling or ("transpose" if plain else "nearest")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"unet: upsampling {upsampling!r} is not one of {UPSAMPLINGS}")
+    initializer = "glorot_uniform" if plain else DECODER_INITIALIZER
     levels = available_levels(encoder_name, **encoder_kwargs)
     inputs, features = encoder_features(
         encoder_name, input_shape, weights, freeze_encoder, levels, encoder_kwargs
     )
     skips_by_size = {feature.shape[1]: feature for feature in features[:-1]}
     x = features[-1]
+    if deepest_feature_is_max_pooling(encoder_name):
+        x = center_block(x)
     num_stages = (input_shape[0] // x.shape[1]).bit_length() - 1
     if decoder_filters is None:
         encoder_filters = encoder_kwargs.get("filters", DEFAULT_FILTERS)
@@ -61,10 +75,10 @@ def build_unet(
         if upsampling == "transpose":
             x = layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
         else:
-            x = upsample(x, 2, f"{name}_upsample")
+            x = upsample(x, 2, f"{name}_upsample", interpolation=upsampling)
         skip = skips_by_size.get(x.shape[1])
         if skip is not None:
             x = layers.Concatenate(name=f"{name}_concat")([x, skip])
-        x = double_conv(x, filters, name)
-    outputs = segmentation_head(x, num_classes)
+        x = double_conv(x, filters, name, kernel_initializer=initializer)
+    outputs = segmentation_head(x, num_classes, kernel_size=1 if plain else 3)
     return keras.Model(inputs, outputs, name=f"unet_{encoder_name}")

@@ -162,7 +162,10 @@ def test_registry_lists_pairs_and_rejects_bad_names():
         build_segmenter("segnet", "vgg16", (64, 64, 3), 1)
     with pytest.raises(ValueError, match="unknown encoder 'resnet18'"):
         build_segmenter("unet", "resnet18", (64, 64, 3), 1)
-    with pytest.raises(ValueError, match=r"plain: levels \(2, 3, 4, 5\) requested, but this encoder offers"):
+    # FPN uses C1..C5 as segmentation_models does (it used C2..C5 before issue 11).
+    with pytest.raises(
+        ValueError, match=r"plain: levels \(1, 2, 3, 4, 5\) requested, but this encoder offers"
+    ):
         build_segmenter("fpn", "plain", (64, 64, 3), 1)
 
 
