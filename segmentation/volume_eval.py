@@ -403,6 +403,11 @@ def write_evaluation(
     temporary = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         _write_into(temporary, cases, slices, summary, montage)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in temporary.iterdir():  # mkstemp / mkdtemp create them private (0600 / 0700)
+            path.chmod(0o666 & ~umask)
+        temporary.chmod(0o777 & ~umask)
         if out.is_dir():
             for path in temporary.iterdir():
                 os.replace(path, out / path.name)

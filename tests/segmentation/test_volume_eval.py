@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import cv2
 import nibabel as nib
@@ -187,6 +188,10 @@ def test_command_writes_every_output(tmp_path, model_file, capsys):
     )
     assert cv2.imread(str(out / "worst_cases.png")).shape == (2 * (CAPTION + TILE), PREVIEW_SLICES * TILE, 3)
     assert len(pd.read_csv(out / "slices.csv")) == 3 * SHAPE[2]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the temporary folder's private 0700
+    assert (out / "worst_cases.png").stat().st_mode & 0o777 == 0o666 & ~umask
     # A second run into the existing folder replaces the files.
     assert main([*argv, "--out", str(out), "--label-values", "1,3"]) == 0
     assert json.loads((out / "summary.json").read_text())["label_values"] == [1, 3]
