@@ -1,4 +1,4 @@
-"""`python -m experiments list | run NAME | table | report VOLUME | pretrain-nodule`.
+"""`python -m experiments list | run NAME | table | report SCAN... | pretrain-nodule`.
 
 Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
 file and the problem, and exits with status 2.
@@ -54,8 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--format", choices=("md", "csv", "latex"), default="md")
     table.add_argument("--plot", type=Path, default=None, help="also write a comparison plot (PNG)")
 
-    report = commands.add_parser("report", help="lung and infection report of a CT volume (NIfTI)")
-    report.add_argument("volume", type=Path)
+    report = commands.add_parser(
+        "report", help="lung and infection report of CT scans (NIfTI or DICOM), one folder each + cohort.csv"
+    )
+    report.add_argument(
+        "scans", nargs="+", help="NIfTI files, DICOM series folders, folders of them, or glob patterns"
+    )
     report.add_argument("--lung-model", type=Path, required=True)
     report.add_argument("--infection-model", type=Path, default=None)
     report.add_argument(
@@ -65,7 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=MODEL.keras",
         help="per-manifestation stream model, e.g. ggo=ggo.keras (repeatable)",
     )
-    report.add_argument("--out", type=Path, required=True)
+    report.add_argument(
+        "--orientation",
+        default="display",
+        choices=["display", "stored"],
+        help="slices from the RAS+ volume (default) or the file's array[:, :, k] taken as display images",
+    )
+    report.add_argument("--out", type=Path, required=True, help="cohort folder: <scan>/ and cohort.csv")
 
     from experiments.pipelines.nodule_transfer import add_pretrain_parser
 
@@ -112,36 +122,24 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_segmenter(path: Path):
-    """A `segmentation.predict.Segmenter` (with its validation threshold) or a one-line DataError."""
-    from segmentation.predict import load_segmenter
-
-    try:
-        return load_segmenter(path)
-    except DataError:
-        raise
-    except Exception as error:  # Keras raises several types for unreadable files
-        raise DataError(path, f"not a usable segmentation model ({type(error).__name__}: {error})") from error
-
-
 def _report(args: argparse.Namespace) -> int:
-    from experiments.pipelines.report import write_report
+    """Exit status 0 when every scan was reported (or already done), 2 when any failed."""
+    from experiments.pipelines.report import find_scans, load_models, run_cohort
 
     streams = {}
     for item in args.stream_model:
         name, separator, path = item.partition("=")
         if not separator:
             raise DataError(item, "expected NAME=MODEL.keras for --stream-model")
-        streams[name] = _load_segmenter(Path(path))
-    infection = _load_segmenter(args.infection_model) if args.infection_model else None
-    summary = write_report(
-        args.volume, args.out, _load_segmenter(args.lung_model), infection, streams or None
-    )
+        streams[name] = Path(path)
+    models = load_models(args.lung_model, args.infection_model, streams)
+    scans = find_scans(args.scans)
+    result = run_cohort(scans, args.out, models, args.orientation)
     print(
-        f"{args.volume}: lungs {summary['lung_volume_ml']:.1f} mL, infection {summary['infection_volume_ml']:.1f} mL "
-        f"({summary['infected_percent']:.1f}%), grade {summary['grade']}; written to {args.out}"
+        f"{len(scans)} scan(s): {len(scans) - result.failed - result.skipped} reported, "
+        f"{result.skipped} already done, {result.failed} failed; {args.out / 'cohort.csv'}"
     )
-    return 0
+    return 2 if result.failed else 0
 
 
 def _pretrain(args: argparse.Namespace) -> int:

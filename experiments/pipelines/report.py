@@ -1,65 +1,243 @@
-"""CT volume report: lungs and infection on a whole NIfTI scan, volumes in mL, severity, montage.
+"""CT report: lungs and infection on whole scans (NIfTI files or DICOM series), one folder per scan, a cohort CSV.
 
-`python -m experiments report VOLUME.nii.gz --lung-model L.keras [--infection-model I.keras |
---stream-model ggo=G.keras ...] --out DIR` writes, into DIR:
-- `lung_mask.nii.gz`, `infection_mask.nii.gz`: uint8 masks in the input file's voxel order and affine
-  (infection is a label map 1 = GGO, 2 = consolidation, 3 = effusion when stream models are given);
-- `report.json` and `report.md`: lung volume (mL), infection volume and percentage per lung and per
-  manifestation, and the severity score;
-- `montage.png`: evenly spaced slices with lung (green) and infection (red) contours.
+`python -m experiments report SCAN [SCAN ...] --lung-model L.keras [--infection-model I.keras |
+--stream-model ggo=G.keras ...] --out DIR`; a SCAN is a `.nii` / `.nii.gz` file, a DICOM series
+folder, a folder of those (searched recursively) or a glob pattern. DIR gets `cohort.csv` (one row
+per scan) and, per scan, `DIR/<scan>/` with:
+- `lung_mask.nii.gz`: uint8, 1 = left lung, 2 = right lung (the report's split, below);
+- `infection_mask.nii.gz`: uint8, k = manifestation k inside the lungs (counted), 10 + k = the same
+  prediction outside the lungs (not counted); `report.json` names the values;
+- `report.json` (schema `covid-ct-report` version 1, see README "The CT report"), `report.md`;
+- `montage.png`: axial slices with the most infection and evenly spaced ones, contours and legend.
+Both masks have the input's voxel grid and affine (a DICOM series: its columns, rows and slices, the
+LPS geometry converted to RAS+). Re-running skips a scan whose report.json has the same source, schema
+version and model checksums; a scan that fails gets an error row and the others go on.
 
 Rules stated here:
-- Models are `segmentation.predict.Segmenter`s: each sees every axial slice in display orientation
-  through its own training-time preprocessing (HU volumes get the lung window unless that says
-  otherwise; other float scales are min-max rescaled to 0-255 first), resized to its input size, and
-  is binarised at its validation-chosen threshold (`threshold.json` beside the model; else 0.5).
+- Inference is `segmentation.predict`'s: `volume_probabilities` on the canonical RAS+ volume's axial
+  slices in display orientation, each model through its own preprocessing, then `binarize` at its
+  validation threshold. `orientation="stored"` instead takes the file's `array[:, :, k]` as the display
+  image (for re-stacked slices with a placeholder affine, e.g. the shared Zenodo volumes).
+- Scans must be Hounsfield units (NIfTI scl_slope / scl_inter and DICOM RescaleSlope / RescaleIntercept
+  applied) or display values 0-255; NaN, constant volumes, label masks and other scales are refused.
+- Infection is counted inside the predicted lungs only; the total is the sum over the two lungs;
+  percentages and scores use the same voxel counts. Predictions outside the lungs are reported apart.
+- Volumes are in mL only when the spacing is real: an identity affine, or unit spacing at origin 0,
+  is a placeholder; such reports give voxel counts (`voxels`, no `ml`) and a warning.
 - Left and right lung: lung voxels on the patient-right half of the lung mask's extent along the
   canonical x axis (RAS+: x grows towards the patient's right) are the right lung.
-- Infected percentage of a lung = infection voxels inside that lung / that lung's voxels.
+- Infected percentage of a lung = counted infection voxels in that lung / that lung's voxels.
 - Severity per lung (0-5, the per-lobe CT severity score of Chung et al. 2020 applied per lung):
-  0 = 0%, 1 = <5%, 2 = 5-25%, 3 = 25-50%, 4 = 50-75%, 5 = >75%. Overall grade from the total infected
-  percentage: none (0%), mild (<25%), moderate (25-50%), severe (>50%).
+  0 = 0%, 1 = <5%, 2 = 5-25%, 3 = 25-50%, 4 = 50-75%, 5 = >75%; the scan's score is their sum (0-10).
+  Grade from the total infected percentage: none (0%), mild (<25%), moderate (25-50%), severe (>50%).
 """
 
 from __future__ import annotations
 
+import csv
+import glob
+import hashlib
+import io
 import json
 import os
 import shutil
+import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-import cv2
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from tqdm import tqdm
 
-from data_prep.io import NiftiScan, intensity_kind, read_nifti, to_display, write_nifti_like
-from data_prep.preprocess import normalize_minmax, window_hu
+from data_prep.dicom import is_dicom_series_folder, read_scan
+from data_prep.errors import DataError
+from data_prep.io import (
+    NIFTI_SUFFIXES,
+    NiftiScan,
+    from_display,
+    intensity_kind,
+    nifti_stem,
+    to_display,
+    to_source_orientation,
+    write_nifti,
+)
+from data_prep.phantoms import is_synthetic
+from data_prep.preprocess import window_hu
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
-from segmentation.predict import Segmenter, binarize, volume_probabilities
+from segmentation.predict import Segmenter, binarize, load_segmenter, volume_probabilities
 
+SCHEMA, SCHEMA_VERSION = "covid-ct-report", 1
 SEVERITY_BOUNDS = (0.0, 5.0, 25.0, 50.0, 75.0)  # percent; score = number of bounds exceeded
+LUNG_LABELS = {"left": 1, "right": 2}
+OUTSIDE_LUNGS_OFFSET = 10  # infection_mask value 10 + k: manifestation k predicted outside the lungs
+MASK_LEVELS = 16  # a volume with at most this many distinct values is a label mask, not a scan
+ORIENTATIONS = ("display", "stored")
+OBLIQUE_LETTER_MIN = 0.25  # a direction component at least this large adds its letter (e.g. "AL")
+MONTAGE_TILES, MONTAGE_COLUMNS = 8, 4
 
 
-def to_display_uint8(scan_array: np.ndarray) -> np.ndarray:
-    """A canonical CT volume of any intensity kind -> uint8 display values, same shape (for montages)."""
-    kind = intensity_kind(scan_array)
-    if kind == "hu":
-        return window_hu(scan_array, preset="lung")
-    if kind == "display":
-        return np.clip(scan_array, 0, 255).astype(np.uint8)
-    return np.rint(normalize_minmax(scan_array) * 255).astype(np.uint8)
+# ---- models -------------------------------------------------------------------------------------
 
 
-def model_input_volume(scan_array: np.ndarray) -> np.ndarray:
-    """The volume the segmenters see: HU and display volumes as they are, other scales as uint8."""
-    return scan_array if intensity_kind(scan_array) in ("hu", "display") else to_display_uint8(scan_array)
+def bundle_checksum(path: Path) -> str:
+    """SHA-256 of a model bundle's `.keras` file: its identity in report.json and cohort.csv."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
-def segment(segmenter: Segmenter, volume: np.ndarray, path: Path) -> np.ndarray:
-    """Canonical (X, Y, Z) volume -> (X, Y, Z) uint8 mask (label map for softmax models)."""
+@dataclass(frozen=True)
+class ReportModels:
+    """The segmenters of a report and where they came from; give `infection` or `streams`, not both."""
+
+    lung: Segmenter
+    files: dict[str, Path]  # role ("lung", "infection", "stream:ggo", ...) -> model file
+    infection: Segmenter | None = None
+    streams: dict[str, Segmenter] = field(default_factory=dict)
+
+    @cached_property
+    def records(self) -> list[dict]:
+        """JSON-ready model entries: role, bundle name (run folder/file), path, SHA-256, decision rule."""
+        segmenters = {"lung": self.lung, "infection": self.infection}
+        segmenters |= {f"stream:{name}": model for name, model in self.streams.items()}
+        return [
+            {
+                "role": role,
+                "name": f"{path.parent.name}/{path.name}",
+                "path": str(path.resolve()),
+                "sha256": bundle_checksum(path),
+                "decision": _decision(segmenters[role]),
+            }
+            for role, path in self.files.items()
+        ]
+
+
+def _decision(segmenter: Segmenter) -> dict:
+    if segmenter.multiclass:
+        return {"rule": "argmax"}
+    choice = segmenter.threshold
+    return {"rule": "threshold", "thresholds": list(choice.thresholds), "chosen_on": choice.split}
+
+
+def _load(path: Path) -> Segmenter:
+    try:
+        return load_segmenter(path)
+    except DataError:
+        raise
+    except Exception as error:  # Keras raises several types for unreadable files
+        raise DataError(path, f"not a usable segmentation model ({type(error).__name__}: {error})") from error
+
+
+def load_models(
+    lung: Path, infection: Path | None = None, streams: dict[str, Path] | None = None
+) -> ReportModels:
+    """Loads the report's segmenters (each with its validation threshold); bad files are DataErrors."""
+    streams = streams or {}
+    unknown = sorted(set(streams) - set(MANIFESTATION_ORDER))
+    if unknown:
+        raise DataError(unknown[0], f"unknown stream manifestation; known: {', '.join(MANIFESTATION_ORDER)}")
+    if infection is not None and streams:
+        raise DataError(infection, "give --infection-model or --stream-model, not both")
+    files = {"lung": Path(lung)}
+    if infection is not None:
+        files["infection"] = Path(infection)
+    files |= {f"stream:{name}": Path(path) for name, path in streams.items()}
+    loaded = {role: _load(path) for role, path in files.items()}
+    return ReportModels(
+        lung=loaded["lung"],
+        files=files,
+        infection=loaded.get("infection"),
+        streams={name: loaded[f"stream:{name}"] for name in streams},
+    )
+
+
+# ---- input checks and geometry ------------------------------------------------------------------
+
+
+def check_intensity(array: np.ndarray, path: str | Path) -> str:
+    """ "hu" or "display" for a CT volume; raises DataError for NaN, constant, mask-like or other values."""
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise DataError(path, f"{int((~np.isfinite(array)).sum())} voxels are NaN or infinite; not a CT scan")
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise DataError(path, f"every voxel is {low:g}; an empty volume, not a CT scan")
+    sample = array.ravel()[:: max(1, array.size // 1_000_000)]
+    if np.unique(sample).size <= MASK_LEVELS and (levels := np.unique(array)).size <= MASK_LEVELS:
+        shown = ", ".join(f"{value:g}" for value in levels.tolist())
+        raise DataError(path, f"only {levels.size} distinct values ({shown}): a label mask, not a CT scan")
+    kind = intensity_kind(array)
+    if kind not in ("hu", "display"):
+        raise DataError(
+            path,
+            f"values {low:g} to {high:g} are neither Hounsfield units (air near -1000) nor display values "
+            "0-255; convert to HU or set the rescale slope / intercept in the header",
+        )
+    return kind
+
+
+def placeholder_geometry(scan: NiftiScan) -> str | None:
+    """Why the scan's spacing is not physical (a placeholder), or None when it is taken as real."""
+    if np.allclose(scan.source_affine, np.eye(4)):
+        return "the affine is the identity"
+    if np.allclose(scan.spacing_mm, 1.0) and np.allclose(scan.source_affine[:3, 3], 0.0):
+        return "the spacing is 1 x 1 x 1 mm at origin 0"
+    return None
+
+
+def stored_as_display(scan: NiftiScan) -> NiftiScan:
+    """The scan with each stored slice `array[:, :, k]` taken as a display image (anterior up, patient
+    right on the image left): canonical array `from_display(stored)`, a diagonal affine of that assumption."""
+    stored = to_source_orientation(scan.array, scan.source_affine)
+    rows, columns, slices = np.sqrt((scan.source_affine[:3, :3] ** 2).sum(axis=0))
+    spacing = (float(columns), float(rows), float(slices))
+    return NiftiScan(
+        from_display(stored), np.diag([*spacing, 1.0]), spacing, scan.source_affine, scan.source_shape
+    )
+
+
+def to_file_order(canonical: np.ndarray, scan: NiftiScan, orientation: str) -> np.ndarray:
+    """A canonical (X, Y, Z) array in the voxel order of the scan's file (or DICOM grid)."""
+    if orientation == "stored":
+        return to_display(canonical)
+    return to_source_orientation(canonical, scan.source_affine)
+
+
+# ---- segmentation and measurement ---------------------------------------------------------------
+
+
+def segment(segmenter: Segmenter, volume: np.ndarray, path: str | Path) -> np.ndarray:
+    """Canonical (X, Y, Z) volume -> (X, Y, Z) uint8 label map: softmax class ids, or for sigmoid
+    models 1 + the first channel claiming the voxel (0 where none does)."""
     masks = binarize(volume_probabilities(segmenter, volume, path), segmenter)
-    return masks if segmenter.multiclass else masks[..., 0]
+    if segmenter.multiclass:
+        return masks
+    return np.where(masks.any(axis=-1), np.argmax(masks, axis=-1) + 1, 0).astype(np.uint8)
+
+
+def manifestation_names(segmenter: Segmenter) -> tuple[str, ...]:
+    """Label k of `segment(segmenter, ...)` is manifestation k (1-based) of this tuple."""
+    return segmenter.channel_names[1:] if segmenter.multiclass else segmenter.channel_names
+
+
+def segment_streams(streams: dict[str, Segmenter], volume: np.ndarray, path: str | Path) -> tuple:
+    """Per-manifestation stream models -> ((X, Y, Z) label map numbered by the returned names, names)."""
+    names = tuple(name for name in MANIFESTATION_ORDER if name in streams)
+    probabilities = {
+        name: np.moveaxis(volume_probabilities(streams[name], volume, path)[..., 0], 2, 0) for name in names
+    }
+    thresholds = {name: streams[name].threshold.thresholds[0] for name in names}
+    label_map = np.moveaxis(combine_streams(probabilities, thresholds), 0, 2)
+    renumbered = np.zeros_like(label_map)  # combine_streams numbers by MANIFESTATION_ORDER
+    for value, name in enumerate(names, start=1):
+        renumbered[label_map == MANIFESTATION_ORDER.index(name) + 1] = value
+    return renumbered, names
 
 
 def severity_score(percent: float) -> int:
@@ -75,169 +253,497 @@ def overall_grade(percent: float) -> str:
 
 
 def split_lungs(lung: np.ndarray) -> dict[str, np.ndarray]:
-    """Canonical lung mask -> {"right": ..., "left": ...} by the midpoint of its x extent."""
+    """Canonical bool lung mask -> {"right": ..., "left": ...} by the midpoint of its x extent."""
     xs = np.flatnonzero(lung.any(axis=(1, 2)))
     middle = (xs.min() + xs.max() + 1) / 2.0 if xs.size else lung.shape[0] / 2.0
     right_half = (np.arange(lung.shape[0]) >= middle)[:, None, None]
     return {"right": lung & right_half, "left": lung & ~right_half}
 
 
-@dataclass
-class VolumeReport:
-    summary: dict
-    lung: np.ndarray  # canonical uint8 {0, 1}
-    infection: np.ndarray  # canonical uint8 label map
+def _percent(part: int, whole: int) -> float:
+    return 100.0 * int(part) / int(whole) if whole else 0.0
 
 
 def measure(
-    lung: np.ndarray,
-    infection: np.ndarray,
-    spacing_mm: tuple[float, float, float],
-    manifestations: tuple[str, ...] = ("infection",),
+    lung: np.ndarray, infection: np.ndarray, voxel_ml: float | None, manifestations: Sequence[str]
 ) -> dict:
-    """Volumes (mL), infected percentages per lung and per manifestation, severity scores."""
-    millilitres_per_voxel = float(np.prod(spacing_mm)) / 1000.0
+    """The report's numbers from canonical masks: lung (bool) and infection (label map, k = manifestation k,
+    anywhere). Every volume is {"voxels": n} plus "ml" when `voxel_ml` (the real voxel volume) is given."""
+
+    def amount(mask: np.ndarray) -> dict:
+        voxels = int(np.count_nonzero(mask))
+        return {"voxels": voxels} | ({"ml": voxels * voxel_ml} if voxel_ml else {})
+
     lung = lung.astype(bool)
-    lungs = split_lungs(lung)
-    infected = infection > 0
-    summary = {
-        "voxel_volume_ml": millilitres_per_voxel,
-        "lung_volume_ml": float(lung.sum() * millilitres_per_voxel),
-        "infection_volume_ml": float(infected.sum() * millilitres_per_voxel),
-        "lungs": {},
-    }
-    for side, mask in lungs.items():
-        voxels = int(mask.sum())
-        percent = 100.0 * float((infected & mask).sum()) / voxels if voxels else 0.0
-        summary["lungs"][side] = {
-            "volume_ml": voxels * millilitres_per_voxel,
-            "infection_volume_ml": float((infected & mask).sum() * millilitres_per_voxel),
+    sides = split_lungs(lung) | {"total": lung}
+    counted = (infection > 0) & lung
+    lungs = {}
+    for side, mask in sides.items():
+        percent = _percent(np.count_nonzero(counted & mask), np.count_nonzero(mask))
+        lungs[side] = {
+            "volume": amount(mask),
+            "infection": amount(counted & mask),
             "infected_percent": percent,
-            "severity_score": severity_score(percent),
         }
-    summary["manifestations"] = {
-        name: {
-            "volume_ml": float((infection == value).sum() * millilitres_per_voxel),
-            "percent_of_lung": 100.0 * float(((infection == value) & lung).sum()) / max(int(lung.sum()), 1),
+        if side != "total":
+            lungs[side]["severity_score"] = severity_score(percent)
+    lungs["total"]["severity_score"] = lungs["right"]["severity_score"] + lungs["left"]["severity_score"]
+    per_manifestation = {}
+    for value, name in enumerate(manifestations, start=1):
+        found = infection == value
+        per_manifestation[name] = {side: amount(found & mask) for side, mask in sides.items()} | {
+            "percent_of_lungs": _percent(np.count_nonzero(found & lung), np.count_nonzero(lung)),
+            "outside_lungs": amount(found & ~lung),
         }
-        for value, name in enumerate(manifestations, start=1)
+    return {
+        "unit": "ml" if voxel_ml else "voxels",
+        "voxel_ml": voxel_ml,
+        "lungs": lungs,
+        "manifestations": per_manifestation,
+        "outside_lungs": {"infection": amount((infection > 0) & ~lung), "counted": False},
+        "severity": {
+            "score": lungs["total"]["severity_score"],
+            "grade": overall_grade(lungs["total"]["infected_percent"]),
+        },
     }
-    total = 100.0 * float((infected & lung).sum()) / max(int(lung.sum()), 1)
-    summary["infected_percent"] = total
-    summary["severity_score"] = sum(side["severity_score"] for side in summary["lungs"].values())
-    summary["grade"] = overall_grade(total)
-    return summary
+
+
+def output_masks(lung: np.ndarray, infection: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical masks as written: lung 1 = left / 2 = right; infection k inside, 10 + k outside the lungs."""
+    sides = split_lungs(lung.astype(bool))
+    lung_labels = (sides["left"] * LUNG_LABELS["left"] + sides["right"] * LUNG_LABELS["right"]).astype(
+        np.uint8
+    )
+    outside = (infection > 0) & ~lung.astype(bool)
+    return lung_labels, np.where(outside, infection + OUTSIDE_LUNGS_OFFSET, infection).astype(np.uint8)
+
+
+@dataclass
+class VolumeReport:
+    summary: dict
+    scan: NiftiScan  # the geometry the masks are in (canonical RAS+)
+    lung: np.ndarray  # canonical bool
+    infection: np.ndarray  # canonical uint8 label map, k = summary's manifestation k, anywhere
 
 
 def run_report(
-    scan: NiftiScan,
-    path: Path,
-    lung: Segmenter,
-    infection: Segmenter | None = None,
-    streams: dict[str, Segmenter] | None = None,
+    scan: NiftiScan, path: str | Path, models: ReportModels, orientation: str = "display"
 ) -> VolumeReport:
-    """Segments a scan and measures it; give either one infection segmenter or per-manifestation streams."""
-    volume = model_input_volume(scan.array)
-    lung_mask = segment(lung, volume, path)
-    if streams:
-        names = tuple(name for name in MANIFESTATION_ORDER if name in streams)
-        probabilities = {
-            name: np.moveaxis(volume_probabilities(streams[name], volume, path)[..., 0], 2, 0)
-            for name in names
-        }
-        thresholds = {name: streams[name].threshold.thresholds[0] for name in names}
-        label_map = np.moveaxis(combine_streams(probabilities, thresholds), 0, 2)
-        # combine_streams numbers by MANIFESTATION_ORDER; renumber to the order of `names`.
-        infection_mask = np.zeros_like(label_map)
-        for value, name in enumerate(names, start=1):
-            infection_mask[label_map == MANIFESTATION_ORDER.index(name) + 1] = value
-    elif infection is not None:
-        names, infection_mask = ("infection",), segment(infection, volume, path)
+    """Checks, segments and measures one scan (read with `data_prep.dicom.read_scan`)."""
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    if scan.array.ndim != 3:
+        raise DataError(path, f"expected a 3D volume, got shape {scan.source_shape}")
+    kind = check_intensity(scan.array, path)
+    warnings = []
+    placeholder = placeholder_geometry(scan)
+    if placeholder:
+        warnings.append(f"{placeholder}, which looks like a placeholder: volumes are voxel counts, not mL")
+    if orientation == "stored":
+        scan = stored_as_display(scan)
+        warnings.append(
+            "orientation assumed: each stored slice is taken as a display image (--orientation stored)"
+        )
+    lung = segment(models.lung, scan.array, path) > 0
+    if models.streams:
+        infection, names = segment_streams(models.streams, scan.array, path)
+    elif models.infection is not None:
+        infection, names = segment(models.infection, scan.array, path), manifestation_names(models.infection)
     else:
-        names, infection_mask = ("infection",), np.zeros_like(lung_mask)
-    summary = measure(lung_mask, infection_mask, scan.spacing_mm, names)
-    summary["intensity"] = intensity_kind(scan.array)
-    summary["shape"] = list(scan.source_shape)
-    summary["spacing_mm"] = list(scan.spacing_mm)
-    return VolumeReport(summary, lung_mask, infection_mask)
+        infection, names = np.zeros(lung.shape, np.uint8), ()
+    if not lung.any():
+        warnings.append("no lung predicted: infection percentages are 0")
+    voxel_ml = None if placeholder else float(np.prod(scan.spacing_mm)) / 1000.0
+    summary = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION}
+    summary["scan"] = {
+        "source": str(Path(path).resolve()),
+        "format": "dicom" if Path(path).is_dir() else "nifti",
+        "shape": list(scan.source_shape),
+        "spacing_mm": list(scan.spacing_mm),
+        "intensity": kind,
+        "orientation": orientation,
+        "synthetic": any(is_synthetic(parent) for parent in list(Path(path).resolve().parents)[:3]),
+    }
+    summary |= measure(lung, infection, voxel_ml, names)
+    summary["labels"] = {
+        "lung_mask": {str(value): f"{side} lung" for side, value in LUNG_LABELS.items()},
+        "infection_mask": {str(k): f"{name} (inside the lungs, counted)" for k, name in enumerate(names, 1)}
+        | {
+            str(OUTSIDE_LUNGS_OFFSET + k): f"{name} (outside the lungs, not counted)"
+            for k, name in enumerate(names, 1)
+        },
+    }
+    summary["models"] = models.records
+    summary["warnings"] = warnings
+    return VolumeReport(summary, scan, lung, infection)
 
 
-def montage(volume_uint8: np.ndarray, lung: np.ndarray, infection: np.ndarray, count: int = 8) -> np.ndarray:
-    """RGB uint8 grid of `count` evenly spaced axial slices with lung and infection contours."""
-    indices = (
-        np.linspace(0, volume_uint8.shape[2] - 1, num=min(count, volume_uint8.shape[2])).round().astype(int)
+# ---- outputs ------------------------------------------------------------------------------------
+
+
+def format_amount(amount: dict) -> str:
+    return f"{amount['ml']:.1f} mL" if "ml" in amount else f"{amount['voxels']} voxels"
+
+
+def headline(summary: dict) -> str:
+    """One line: lungs, counted infection, grade, and what lies outside the lungs."""
+    total = summary["lungs"]["total"]
+    return (
+        f"lungs {format_amount(total['volume'])}, infection {format_amount(total['infection'])} "
+        f"({total['infected_percent']:.1f}% of the lungs), grade {summary['severity']['grade']}; "
+        f"outside the lungs: {format_amount(summary['outside_lungs']['infection'])}, not counted"
     )
-    tiles = []
-    for k in indices:
-        tile = cv2.cvtColor(to_display(volume_uint8[:, :, k]), cv2.COLOR_GRAY2RGB)
-        for mask, colour in ((lung, (0, 200, 0)), (infection > 0, (230, 0, 0))):
-            contours, _ = cv2.findContours(
-                to_display(mask[:, :, k].astype(np.uint8)), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
-            )
-            cv2.drawContours(tile, contours, -1, colour, 1)
-        tiles.append(tile)
-    columns = 4
-    while len(tiles) % columns:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i : i + columns], axis=1) for i in range(0, len(tiles), columns)]
-    return np.concatenate(rows, axis=0)
 
 
-def markdown(summary: dict, source: str) -> str:
+def markdown(summary: dict, name: str) -> str:
+    lungs, unit = summary["lungs"], "mL" if summary["unit"] == "ml" else "voxels"
+    synthetic = " (SYNTHETIC phantom)" if summary["scan"]["synthetic"] else ""
     lines = [
-        f"# CT volume report: {source}",
+        f"# CT report: {name}{synthetic}",
         "",
-        f"- Lung volume: {summary['lung_volume_ml']:.1f} mL",
-        f"- Infection volume: {summary['infection_volume_ml']:.1f} mL "
-        f"({summary['infected_percent']:.1f}% of the lungs)",
-        f"- Severity score: {summary['severity_score']} / 10; grade: {summary['grade']}",
+        f"- Lungs: {format_amount(lungs['total']['volume'])} (right {format_amount(lungs['right']['volume'])}, "
+        f"left {format_amount(lungs['left']['volume'])})",
+        f"- Infection inside the lungs: {format_amount(lungs['total']['infection'])} "
+        f"({lungs['total']['infected_percent']:.1f}% of the lungs) = right "
+        f"{format_amount(lungs['right']['infection'])} + left {format_amount(lungs['left']['infection'])}",
+        f"- Outside the lungs: {format_amount(summary['outside_lungs']['infection'])}, not counted",
+        f"- Severity score: {summary['severity']['score']} / 10; grade: {summary['severity']['grade']}",
+        *[f"- Warning: {warning}" for warning in summary["warnings"]],
         "",
-        "| lung | volume (mL) | infection (mL) | infected % | score (0-5) |",
+        f"| lung | volume ({unit}) | infection ({unit}) | infected % | score (0-5) |",
         "|---|---|---|---|---|",
     ]
-    for side, values in summary["lungs"].items():
+    for side in ("right", "left"):
+        values = lungs[side]
         lines.append(
-            f"| {side} | {values['volume_ml']:.1f} | {values['infection_volume_ml']:.1f} | "
+            f"| {side} | {_number(values['volume'])} | {_number(values['infection'])} | "
             f"{values['infected_percent']:.1f} | {values['severity_score']} |"
         )
-    lines += ["", "| manifestation | volume (mL) | % of lung |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {values['volume_ml']:.1f} | {values['percent_of_lung']:.1f} |"
-        for name, values in summary["manifestations"].items()
-    ]
     lines += [
         "",
-        "Rules: see `experiments/pipelines/report.py` (severity per lung after Chung et al. 2020).",
-        "",
+        f"| manifestation | right ({unit}) | left ({unit}) | total ({unit}) | % of lungs | outside the lungs ({unit}, not counted) |",
+        "|---|---|---|---|---|---|",
     ]
+    lines += [
+        f"| {name} | {_number(v['right'])} | {_number(v['left'])} | {_number(v['total'])} | "
+        f"{v['percent_of_lungs']:.1f} | {_number(v['outside_lungs'])} |"
+        for name, v in summary["manifestations"].items()
+    ]
+    lines += ["", "| model | file | SHA-256 |", "|---|---|---|"]
+    lines += [f"| {m['role']} | {m['name']} | `{m['sha256'][:16]}...` |" for m in summary["models"]]
+    lines += ["", "Rules: `experiments/pipelines/report.py` (severity per lung after Chung et al. 2020).", ""]
     return "\n".join(lines)
 
 
-def write_report(
-    volume_path: str | Path,
-    out_dir: str | Path,
-    lung: Segmenter,
-    infection: Segmenter | None = None,
-    streams: dict[str, Segmenter] | None = None,
-) -> dict:
-    """Runs `run_report` on a file and writes all outputs into `out_dir` atomically; returns the summary."""
-    volume_path, out_dir = Path(volume_path), Path(out_dir)
-    scan = read_nifti(volume_path)
-    report = run_report(scan, volume_path, lung, infection, streams)
-    report.summary["source"] = str(volume_path)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    write_nifti_like(staging / "lung_mask.nii.gz", report.lung, scan)
-    write_nifti_like(staging / "infection_mask.nii.gz", report.infection, scan)
-    (staging / "report.json").write_text(json.dumps(report.summary, indent=2))
-    (staging / "report.md").write_text(markdown(report.summary, volume_path.name))
-    image = montage(to_display_uint8(scan.array), report.lung, report.infection)
-    cv2.imwrite(str(staging / "montage.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+def _number(amount: dict) -> str:
+    return f"{amount['ml']:.1f}" if "ml" in amount else str(amount["voxels"])
+
+
+def _letters(direction: np.ndarray) -> str:
+    unit = direction / np.linalg.norm(direction)
+    order = np.argsort(-np.abs(unit), kind="stable")
+    return "".join(
+        ("RAS"[a] if unit[a] > 0 else "LPI"[a]) for a in order if abs(unit[a]) >= OBLIQUE_LETTER_MIN
+    )
+
+
+def orientation_letters(affine: np.ndarray) -> dict[str, str]:
+    """Patient directions at the edges of a display-orientation axial slice (`data_prep.io.to_display`) of a
+    canonical volume with voxel-to-RAS+ `affine`: keys top, bottom, left, right; e.g. "A", or "AL" oblique."""
+    up, rightwards = affine[:3, 1], -affine[:3, 0]  # display rows run against y, columns against x
+    return {
+        "top": _letters(up),
+        "bottom": _letters(-up),
+        "left": _letters(-rightwards),
+        "right": _letters(rightwards),
+    }
+
+
+def montage_slices(
+    counted_per_slice: np.ndarray, lung_per_slice: np.ndarray, count: int = MONTAGE_TILES
+) -> list:
+    """[(k, why)] sorted by k: up to count // 2 slices with the most counted infection (at least
+    len / (2 count) apart), the rest evenly spaced over the slices with lung (all slices if none)."""
+    gap = max(1, len(counted_per_slice) // (2 * count))
+    burden = []
+    for k in np.argsort(-counted_per_slice, kind="stable"):
+        if counted_per_slice[k] == 0 or len(burden) == count // 2:
+            break
+        if all(abs(int(k) - other) >= gap for other in burden):
+            burden.append(int(k))
+    span = np.flatnonzero(lung_per_slice)
+    span = span if span.size else np.arange(len(lung_per_slice))
+    even = np.unique(np.linspace(span[0], span[-1], num=count - len(burden)).round().astype(int))
+    chosen = {k: "most infection" for k in burden} | {
+        int(k): "evenly spaced" for k in even if k not in burden
+    }
+    return sorted(chosen.items())
+
+
+def to_display_uint8(array: np.ndarray, kind: str) -> np.ndarray:
+    """A checked ("hu" or "display") volume -> uint8 display values for montages (HU: lung window)."""
+    return window_hu(array, preset="lung") if kind == "hu" else np.clip(array, 0, 255).astype(np.uint8)
+
+
+def montage(report: VolumeReport, name: str) -> Figure:
+    """Axial slices with lung contours, counted infection (red) and outside-lung predictions (orange)."""
+    summary, scan = report.summary, report.scan
+    image = to_display_uint8(scan.array, summary["scan"]["intensity"])
+    counted = (report.infection > 0) & report.lung
+    outside = (report.infection > 0) & ~report.lung
+    picks = montage_slices(counted.sum(axis=(0, 1)), report.lung.sum(axis=(0, 1)))
+    rows = -(-len(picks) // MONTAGE_COLUMNS)
+    figure = Figure(figsize=(3.2 * MONTAGE_COLUMNS, 3.4 * rows + 0.9), facecolor="black")
+    letters = orientation_letters(scan.affine)
+    aspect = scan.spacing_mm[1] / scan.spacing_mm[0]  # display rows follow y, columns x
+    for tile, (k, why) in enumerate(picks):
+        axes = figure.add_subplot(rows, MONTAGE_COLUMNS, tile + 1)
+        axes.imshow(
+            to_display(image[:, :, k]), cmap="gray", vmin=0, vmax=255, aspect=aspect, interpolation="nearest"
+        )
+        for mask, colour in ((counted, (0.9, 0.1, 0.1, 0.55)), (outside, (1.0, 0.6, 0.0, 0.55))):
+            overlay = np.zeros((*to_display(mask[:, :, k]).shape, 4))
+            overlay[to_display(mask[:, :, k])] = colour
+            axes.imshow(overlay, aspect=aspect, interpolation="nearest")
+        if report.lung[:, :, k].any():
+            axes.contour(
+                to_display(report.lung[:, :, k]).astype(float), levels=[0.5], colors="lime", linewidths=0.8
+            )
+        for edge, (x, y) in {
+            "top": (0.5, 0.97),
+            "bottom": (0.5, 0.03),
+            "left": (0.03, 0.5),
+            "right": (0.97, 0.5),
+        }.items():
+            axes.text(
+                x,
+                y,
+                letters[edge],
+                transform=axes.transAxes,
+                color="yellow",
+                fontsize=10,
+                weight="bold",
+                ha="center",
+                va="center",
+            )
+        axes.set_title(f"slice {k} ({why})", color="white", fontsize=9)
+        axes.set_axis_off()
+    spacing = summary["scan"]["spacing_mm"]
+    if summary["unit"] == "ml":
+        geometry = f"spacing {spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"
+    else:
+        geometry = "placeholder spacing: volumes in voxels"
+    if summary["scan"]["orientation"] == "stored":
+        geometry += "; orientation assumed"
+    prefix = "SYNTHETIC phantom - " if summary["scan"]["synthetic"] else ""
+    figure.suptitle(f"{prefix}{name}  ({geometry})\n{headline(summary)}", color="white", fontsize=10)
+    figure.legend(
+        handles=[
+            Line2D([], [], color="lime", label="lung (predicted)"),
+            Patch(color=(0.9, 0.1, 0.1), label="infection inside the lungs (counted)"),
+            Patch(color=(1.0, 0.6, 0.0), label="predicted outside the lungs (not counted)"),
+        ],
+        loc="lower center",
+        ncol=3,
+        frameon=False,
+        labelcolor="white",
+        fontsize=9,
+    )
+    figure.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        top=1 - 0.75 / figure.get_figheight(),
+        bottom=0.45 / figure.get_figheight(),
+        wspace=0.04,
+        hspace=0.12,
+    )
+    return figure
+
+
+def _replace_folder(staging: Path, out_dir: Path) -> None:
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         os.replace(out_dir, old)
         os.replace(staging, out_dir)
         shutil.rmtree(old)
     else:
         os.replace(staging, out_dir)
+
+
+def write_report(
+    scan_path: str | Path, out_dir: str | Path, models: ReportModels, orientation: str = "display"
+) -> dict:
+    """Reports one scan (NIfTI file or DICOM series folder) into `out_dir`, atomically; returns report.json."""
+    scan_path, out_dir = Path(scan_path), Path(out_dir)
+    scan = read_scan(scan_path)
+    report = run_report(scan, scan_path, models, orientation)
+    name = scan_name(scan_path)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        lung_labels, infection_labels = output_masks(report.lung, report.infection)
+        for file_name, mask in (
+            ("lung_mask.nii.gz", lung_labels),
+            ("infection_mask.nii.gz", infection_labels),
+        ):
+            write_nifti(
+                staging / file_name, to_file_order(mask, report.scan, orientation), scan.source_affine
+            )
+        (staging / "report.json").write_text(json.dumps(report.summary, indent=2) + "\n")
+        (staging / "report.md").write_text(markdown(report.summary, name))
+        montage(report, name).savefig(staging / "montage.png", dpi=100, facecolor="black")
+        _replace_folder(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return report.summary
+
+
+# ---- cohorts ------------------------------------------------------------------------------------
+
+
+def scan_name(path: Path) -> str:
+    """A scan's name: the NIfTI file name without its suffix, or the DICOM folder's name."""
+    return nifti_stem(path) if path.name.endswith(NIFTI_SUFFIXES) else path.name
+
+
+def _scans_in_folder(folder: Path) -> list[Path]:
+    """NIfTI files and DICOM series folders under `folder` (recursively; a series folder is not entered)."""
+    if is_dicom_series_folder(folder):
+        return [folder]
+    found = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            found += _scans_in_folder(entry)
+        elif entry.name.endswith(NIFTI_SUFFIXES):
+            found.append(entry)
+    return found
+
+
+def find_scans(inputs: Sequence[str | Path]) -> dict[str, Path]:
+    """Scan name -> path for the command line's inputs (files, series folders, cohort folders, globs),
+    in input order; repeated names get "-2", "-3", ...; an input that holds no scan is a DataError."""
+    paths: list[Path] = []
+    for item in map(str, inputs):
+        matches = [Path(m) for m in sorted(glob.glob(item))] if glob.has_magic(item) else [Path(item)]
+        if not matches:
+            raise DataError(item, "matches no file or folder")
+        for match in matches:
+            if match.is_dir() and not is_dicom_series_folder(match):
+                found = _scans_in_folder(match)
+                if not found:
+                    raise DataError(match, "holds no .nii / .nii.gz file or DICOM series")
+                paths += found
+            else:
+                paths.append(match)
+    named: dict[str, Path] = {}
+    for path in dict.fromkeys(paths):  # the same scan given twice is one scan
+        name, copy = scan_name(path), 2
+        while name in named:
+            name, copy = f"{scan_name(path)}-{copy}", copy + 1
+        named[name] = path
+    return named
+
+
+def cohort_row(name: str, summary: dict) -> dict:
+    """One cohort.csv row from a report.json: volumes (mL and voxels), percentages, scores, warnings, models."""
+    lungs = summary["lungs"]
+    amounts = {f"lung_{side}": lungs[side]["volume"] for side in ("right", "left", "total")}
+    amounts |= {f"infection_{side}": lungs[side]["infection"] for side in ("right", "left", "total")}
+    amounts |= {
+        f"{manifestation}_total": v["total"] for manifestation, v in summary["manifestations"].items()
+    }
+    amounts["outside_lungs_not_counted"] = summary["outside_lungs"]["infection"]
+    row = {"scan": name, "source": summary["scan"]["source"], "status": "ok", "unit": summary["unit"]}
+    row |= {f"{key}_ml": value.get("ml", "") for key, value in amounts.items()}
+    row |= {f"{key}_voxels": value["voxels"] for key, value in amounts.items()}
+    row |= {
+        f"infected_percent_{side}": round(lungs[side]["infected_percent"], 3)
+        for side in ("right", "left", "total")
+    }
+    row |= {f"severity_{side}": lungs[side]["severity_score"] for side in ("right", "left")}
+    row |= {"severity_score": summary["severity"]["score"], "grade": summary["severity"]["grade"]}
+    row |= {
+        "synthetic": summary["scan"]["synthetic"],
+        "warnings": " | ".join(summary["warnings"]),
+        "error": "",
+    }
+    row |= {f"model_{m['role'].replace(':', '_')}_sha256": m["sha256"] for m in summary["models"]}
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    ordered = sorted(rows, key=lambda row: row["status"] == "error")  # error rows have fewer columns
+    columns = list(dict.fromkeys(key for row in ordered for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(buffer.getvalue())
+    os.replace(temporary, path)
+
+
+def _done(report_json: Path, source: Path, checksums: list[str]) -> dict | None:
+    """The existing report.json when it is this scan's with this schema and these models, else None."""
+    if not report_json.is_file():
+        return None
+    try:
+        summary = json.loads(report_json.read_text())
+    except json.JSONDecodeError:
+        return None
+    same = (
+        summary.get("schema_version") == SCHEMA_VERSION
+        and summary.get("scan", {}).get("source") == str(source.resolve())
+        and [m.get("sha256") for m in summary.get("models", [])] == checksums
+    )
+    return summary if same else None
+
+
+@dataclass(frozen=True)
+class CohortResult:
+    rows: list[dict]  # cohort.csv rows, in scan order
+    failed: int
+    skipped: int
+
+
+def run_cohort(
+    scans: dict[str, Path],
+    out_dir: str | Path,
+    models: ReportModels,
+    orientation: str = "display",
+    progress: bool | None = None,
+) -> CohortResult:
+    """Reports every scan into `out_dir/<name>/` and writes `out_dir/cohort.csv` (after each scan).
+
+    A scan that fails gets a row with status "error" and its problem, and an `error: <file>: <problem>`
+    line on stderr; the others go on. progress: a tqdm bar (None: only on a terminal).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checksums = [record["sha256"] for record in models.records]
+    rows, failed, skipped = [], 0, 0
+    for name, path in tqdm(
+        scans.items(), desc="CT report", unit="scan", disable=None if progress is None else not progress
+    ):
+        summary = _done(out_dir / name / "report.json", path, checksums)
+        try:
+            if summary is None:
+                summary = write_report(path, out_dir / name, models, orientation)
+                tqdm.write(f"{name}: {headline(summary)}")
+            else:
+                skipped += 1
+                tqdm.write(f"{name}: already done, skipped")
+            rows.append(cohort_row(name, summary))
+        except Exception as error:  # one bad scan must not stop a cohort; DataError is the usual case
+            failed += 1
+            problem = (
+                str(error) if isinstance(error, DataError) else f"{path}: {type(error).__name__}: {error}"
+            )
+            tqdm.write(f"error: {problem}", file=sys.stderr)
+            rows.append({"scan": name, "source": str(path.resolve()), "status": "error", "error": problem})
+        _write_csv(out_dir / "cohort.csv", rows)
+    return CohortResult(rows, failed, skipped)
