@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from data_prep.errors import DataError
+from common.cli import run_command
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -78,9 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any] | None:
-    import keras
-
     from classification.train import load_run_config, train_classifier
+    from common.model_files import load_model_file, require_output_rank
 
     if args.command == "train":
         config = load_run_config(args.config, _overrides(args.set))
@@ -103,11 +102,12 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "evaluate":
         from classification.evaluate import evaluate_model
 
-        model = keras.models.load_model(args.model or run / "best.keras")
+        model = load_model_file(args.model or run / "best.keras")
+        require_output_rank(model, 2, args.model or run / "best.keras")
         return evaluate_model(model, config.data, args.out or run / "eval", **options)
     from classification.uncertainty import evaluate_uncertainty
 
-    models = [keras.models.load_model(path) for path in (args.models or [run / "best.keras"])]
+    models = [load_model_file(path) for path in (args.models or [run / "best.keras"])]
     out = args.out or run / f"uncertainty_{args.method}"
     return evaluate_uncertainty(models, config.data, out, args.method, args.samples, **options)
 
@@ -121,19 +121,14 @@ def _headline(report: dict[str, Any]) -> str:
     return json.dumps({"split": report["split"], "n": report["n"], **shown}, indent=1)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        report = _run(args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, FileNotFoundError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+def _command(args: argparse.Namespace) -> None:
+    report = _run(args)
     if report is not None:
         print(_headline(report))
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_parser(), _command, argv)
 
 
 if __name__ == "__main__":

@@ -3,20 +3,27 @@
 Files written under `run_dir`:
 - `best.keras`: the whole model at the best epoch by `monitor` (ModelCheckpoint, save_best_only).
 - `history.csv`: one row per epoch, appended across resumed runs and training stages (CSVLogger).
-- `backup/<name>/`: BackupAndRestore state (weights + epoch); deleted when the `fit` call finishes.
+- `backup/<name>/epoch-<N>/`: the state after N epochs (weights + `state.json`), written by
+  `AtomicBackup` into a temporary folder and renamed into place, so a kill at any moment leaves the
+  previous state whole; the newest two are kept and resuming falls back to the older one when the
+  newer cannot be loaded. `common.training.fit` deletes the folder once the stage is marked done.
 - `tensorboard/`: TensorBoard scalars.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
+import os
+import shutil
 import warnings
 from pathlib import Path
 
+import h5py
 import keras
 
-LR_SCHEDULES = ("constant", "cosine", "plateau")
+from common.training_config import LR_SCHEDULES
 
 
 class CosineSchedule:
@@ -52,8 +59,8 @@ def make_callbacks(
     backup_name: str = "train",
     tensorboard: bool = True,
 ) -> list[keras.callbacks.Callback]:
-    """Returns [ModelCheckpoint, EarlyStopping, LR schedule, TerminateOnNaN, TensorBoard, CSVLogger,
-    BackupAndRestore], leaving out EarlyStopping when `early_stopping_patience` is None, the
+    """Returns [AtomicModelCheckpoint, EarlyStopping, LR schedule, TerminateOnNaN, TensorBoard, CSVLogger,
+    AtomicBackup], leaving out EarlyStopping when `early_stopping_patience` is None, the
     LR callback for "constant" and TensorBoard when `tensorboard` is False or the `tensorboard`
     package is not installed (a warning says so).
 
@@ -62,7 +69,7 @@ def make_callbacks(
     `learning_rate` over `num_epochs` epochs starting at `first_epoch`) or "plateau"
     (ReduceLROnPlateau on `monitor`). best_value: the best `monitor` value seen so far in this run
     (from an earlier stage or before a resume), so `best.keras` is only replaced by a better epoch.
-    backup_name: one BackupAndRestore folder per training stage. EarlyStopping's patience counter
+    backup_name: one AtomicBackup folder per training stage. EarlyStopping's patience counter
     is not part of the backup; it starts again after a resume.
     """
     if lr_schedule not in LR_SCHEDULES:
@@ -72,7 +79,7 @@ def make_callbacks(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     callbacks: list[keras.callbacks.Callback] = [
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             str(run_dir / "best.keras"),
             monitor=monitor,
             mode=mode,
@@ -102,8 +109,97 @@ def make_callbacks(
     # The history row is written before the backup, so an interruption between the two leaves a row
     # that `common.training` drops on resume, never a missing one.
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True))
-    callbacks.append(keras.callbacks.BackupAndRestore(str(backup_dir(run_dir, backup_name))))
+    callbacks.append(AtomicBackup(backup_dir(run_dir, backup_name)))
     return callbacks
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that writes `best.keras` to a temporary file and renames it into place, so a
+    kill during the save leaves the previous best model whole."""
+
+    def _save_model(self, epoch, batch, logs):  # noqa: ANN001 (Keras' signature)
+        final = Path(self.filepath)
+        temporary = final.with_name(f".{final.stem}.tmp{final.suffix}")
+        self.filepath = str(temporary)
+        try:
+            super()._save_model(epoch, batch, logs)
+        finally:
+            self.filepath = str(final)
+        if temporary.exists():
+            os.replace(temporary, final)
+
+
+BACKUP_STATE = "state.json"
+BACKUP_WEIGHTS = "model.weights.h5"
+BACKUPS_KEPT = 2
+
+
+class AtomicBackup(keras.callbacks.Callback):
+    """End-of-epoch backup for resuming an interrupted `fit` (in place of Keras' BackupAndRestore,
+    which rewrites one weights file in place: a kill during that write lost the run).
+
+    After epoch e (0-based) the model weights and {"epoch": e + 1} go to `folder/epoch-<e+1>/`, written
+    as `.epoch-<e+1>.tmp/` first and renamed. On train begin the newest readable state is restored
+    (weights, and the epoch `fit` continues from); an unreadable one (`readable_states`) is set aside
+    as `broken-epoch-<N>` with a warning and the one before it is used.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        super().__init__()
+        self.folder = Path(folder)
+
+    def states(self) -> list[Path]:
+        """Complete states, newest first."""
+        if not self.folder.is_dir():
+            return []
+        found = [p for p in self.folder.glob("epoch-*") if (p / BACKUP_STATE).is_file()]
+        return sorted(found, key=lambda p: int(p.name.removeprefix("epoch-")), reverse=True)
+
+    def readable_states(self) -> list[tuple[Path, int]]:
+        """(state folder, epochs done) of the complete states whose files read back, newest first;
+        unreadable ones are renamed `broken-epoch-<N>` (kept for a post-mortem) with a warning."""
+        readable = []
+        for state in self.states():
+            try:
+                epoch = int(json.loads((state / BACKUP_STATE).read_text())["epoch"])
+                with h5py.File(state / BACKUP_WEIGHTS, "r") as weights:
+                    weights.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+            except (OSError, ValueError, KeyError) as error:
+                warnings.warn(f"{state}: backup unreadable ({error}); using the one before", stacklevel=2)
+                os.replace(state, state.with_name(f"broken-{state.name}"))
+                continue
+            readable.append((state, epoch))
+        return readable
+
+    def on_train_begin(self, logs=None):  # noqa: ANN001
+        readable = self.readable_states()
+        if readable:
+            state, epoch = readable[0]
+            optimizer = self.model.optimizer
+            if optimizer is not None and not optimizer.built:  # its moments are part of the state
+                optimizer.build(self.model.trainable_variables)
+            self.model.load_weights(str(state / BACKUP_WEIGHTS))
+            self.model._initial_epoch = epoch  # how Keras' own BackupAndRestore tells `fit` where to go on
+
+    def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001
+        done = epoch + 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        temporary = self.folder / f".epoch-{done}.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        self.model.save_weights(str(temporary / BACKUP_WEIGHTS))
+        (temporary / BACKUP_STATE).write_text(json.dumps({"epoch": done}))
+        final = self.folder / f"epoch-{done}"
+        shutil.rmtree(final, ignore_errors=True)  # a state of an epoch trained again after a fallback
+        os.replace(temporary, final)
+        for old in self.states()[BACKUPS_KEPT:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def resume_epoch(folder: str | Path) -> int | None:
+    """The epoch an `AtomicBackup` in `folder` resumes from (its newest readable state), or None."""
+    readable = AtomicBackup(folder).readable_states()
+    return readable[0][1] if readable else None
 
 
 def tensorboard_available() -> bool:
@@ -115,5 +211,5 @@ def tensorboard_available() -> bool:
 
 
 def backup_dir(run_dir: str | Path, backup_name: str) -> Path:
-    """The BackupAndRestore folder of one training stage."""
+    """The `AtomicBackup` folder of one training stage."""
     return Path(run_dir) / "backup" / backup_name

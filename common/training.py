@@ -3,68 +3,30 @@
 A run lives in one folder (`run_dir`). Besides the files of `common.callbacks.make_callbacks`, each
 finished stage leaves `stages/<name>.json` (the epoch count reached) and `stages/<name>.weights.h5`;
 calling `fit` again on the same folder skips finished stages and resumes an interrupted one from its
-BackupAndRestore state, so the run ends with the same epoch count as an uninterrupted one.
+newest readable `AtomicBackup` state, so the run ends with the same epoch count as an uninterrupted
+one, each epoch in history.csv once, whenever the process was killed.
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.callbacks import backup_dir, make_callbacks
+from common.callbacks import backup_dir, make_callbacks, resume_epoch
 from common.mixed_precision import precision_policy
+from common.training_config import TrainingConfig
 
 ModelBuilder = Callable[[], keras.Model]
 CompileFn = Callable[[keras.Model, keras.optimizers.Optimizer], None]
-
-
-@dataclass
-class TrainingConfig:
-    """Hyper-parameters of one training run.
-
-    epochs / learning_rate: the first (or only) stage. fine_tune_epochs / fine_tune_learning_rate /
-    unfreeze_top_blocks: the second stage of two-stage transfer learning (0 epochs: no second stage).
-    lr_schedule: "constant", "cosine" (epoch-wise, per stage) or "plateau" (ReduceLROnPlateau).
-    monitor / mode: the logged metric that picks `best.keras` and drives early stopping and plateau.
-    mixed_precision: "mixed_bfloat16", "mixed_float16" or None (float32).
-    verbose: Keras `fit` verbosity: 1 progress bars (default), 2 one line per epoch (logs), 0 silent.
-    class_weight: "balanced" (weights n / (K * n_c)) or None.
-    """
-
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    lr_schedule: str = "constant"
-    early_stopping_patience: int | None = 10
-    monitor: str = "val_loss"
-    mode: str = "min"
-    mixed_precision: str | None = None
-    fine_tune_epochs: int = 0
-    fine_tune_learning_rate: float = 1e-5
-    unfreeze_top_blocks: int = 0
-    class_weight: str | None = None
-    seed: int = 0
-    tensorboard: bool = True
-    verbose: int = 1
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        """Builds a config from a mapping (e.g. a YAML section); unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
 
 
 @dataclass(frozen=True)
@@ -206,6 +168,7 @@ def fit(
         )
         first_epoch = history.epoch[-1] + 1 if history.epoch else first_epoch + stage.epochs
         _mark_stage_done(run_dir, stage.name, model, first_epoch)
+        shutil.rmtree(backup_dir(run_dir, stage.name), ignore_errors=True)  # after the marker: never lost
     if finished_weights is not None:
         model.load_weights(str(finished_weights))
     return _whole_run_history(run_dir, model)
@@ -230,16 +193,17 @@ def _mark_stage_done(run_dir: Path, name: str, model: keras.Model, epochs_done: 
 
 
 def _drop_unbacked_rows(run_dir: Path, stage_name: str, first_epoch: int) -> None:
-    """Keeps only history.csv rows of epochs the resumed stage will not train again."""
-    metadata = backup_dir(run_dir, stage_name) / "training_metadata.json"
-    resume_epoch = json.loads(metadata.read_text())["epoch"] if metadata.is_file() else first_epoch
+    """Keeps only history.csv rows of epochs the resumed stage will not train again (and drops a
+    row cut short by a kill)."""
+    backed = resume_epoch(backup_dir(run_dir, stage_name))
+    resume_from = first_epoch if backed is None else backed
     path = run_dir / "history.csv"
     if not path.is_file():
         return
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         fieldnames, rows = reader.fieldnames, list(reader)
-    kept = [row for row in rows if int(row["epoch"]) < resume_epoch]
+    kept = [row for row in rows if None not in row.values() and _epoch(row) < resume_from]
     if len(kept) == len(rows):
         return
     temporary = path.with_name(".history.csv.tmp")
@@ -248,6 +212,14 @@ def _drop_unbacked_rows(run_dir: Path, stage_name: str, first_epoch: int) -> Non
         writer.writeheader()
         writer.writerows(kept)
     os.replace(temporary, path)
+
+
+def _epoch(row: dict[str, str]) -> int:
+    """A history row's epoch index; a cell cut short by a kill counts as not trained (a large index)."""
+    try:
+        return int(row["epoch"])
+    except ValueError:
+        return 1 << 30
 
 
 def _best_logged(run_dir: Path, monitor: str, mode: str) -> float | None:

@@ -18,13 +18,11 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
+from common.cli import run_command
 from data_prep import phantoms, splits
 from data_prep.adapters import dataset_names, open_dataset
 from data_prep.adapters.base import DatasetAdapter
-from data_prep.errors import DataError
 from data_prep.inspect import format_summary, inspect_dataset
-
-USAGE_ERROR = 2
 
 
 def _open(name: str, path: str) -> DatasetAdapter:
@@ -133,13 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except (DataError, ValueError) as error:  # bad data, or invalid option values (fractions, names)
-        print(f"error: {error}", file=sys.stderr)
-        return USAGE_ERROR
-    return 0
+    return run_command(build_parser(), lambda args: args.run(args), None if argv is None else list(argv))
 
 
 if __name__ == "__main__":

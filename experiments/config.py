@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from common.training import TrainingConfig
+from common.training_config import TrainingConfig
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -191,7 +191,10 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {override!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {override!r}: not valid YAML ({error})") from error
     return values
 
 
@@ -206,7 +209,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
         raise ConfigError(f"{path}: expected a mapping at the top level")
     values.setdefault("name", path.stem)
     apply_overrides(values, list(overrides))
+    from experiments.config_checks import check_config  # it imports this module
+
     try:
-        return from_dict(ExperimentConfig, values)
+        return check_config(from_dict(ExperimentConfig, values))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from error

@@ -14,11 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from data_prep.errors import DataError
-from segmentation.evaluate import evaluate_segmenter
-from segmentation.predict import load_segmenter, predict_path
-from segmentation.train import SegmentationConfig, load_config, train_segmenter
-from segmentation.volume_eval import evaluate_volume_folder, parse_label_values
+from common.cli import run_command
 
 TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--data": ("data", str, "TFRecord directory (python -m tfrecords write)"),
@@ -104,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from segmentation.train import SegmentationConfig, load_config, train_segmenter
+
     keys = [key for key, _, _ in TRAIN_FLAGS.values()] + ["mask_names", "multiclass"]
     overrides: dict[str, Any] = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
     training = {
@@ -117,6 +115,9 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from segmentation.evaluate import evaluate_segmenter
+    from segmentation.predict import load_segmenter
+
     segmenter = load_segmenter(args.model, args.threshold)
     report = evaluate_segmenter(
         segmenter,
@@ -141,12 +142,16 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
+    from segmentation.predict import load_segmenter, predict_path
+
     segmenter = load_segmenter(args.model, args.threshold, args.preprocess)
     written = predict_path(segmenter, args.input, args.out_dir, args.batch_size, args.tta, args.orientation)
     print(f"wrote {len(written)} file(s) to {args.out_dir}")
 
 
 def _evaluate_volumes(args: argparse.Namespace) -> None:
+    from segmentation.volume_eval import evaluate_volume_folder, parse_label_values
+
     summary = evaluate_volume_folder(
         args.model,
         args.images,
@@ -167,22 +172,13 @@ def _evaluate_volumes(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     commands = {
         "train": _train,
         "evaluate": _evaluate,
         "predict": _predict,
         "evaluate-volumes": _evaluate_volumes,
     }
-    try:
-        commands[args.command](args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(_parser(), lambda args: commands[args.command](args), argv)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common.cli import run_command
 from data_prep.adapters import dataset_names
-from data_prep.errors import DataError
 from tfrecords.schema import ENCODINGS
 from tfrecords.spec import __doc__ as SPEC_HELP
 from tfrecords.writer import DEFAULT_SHARDS, write_dataset
@@ -47,30 +47,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        manifest = write_dataset(
-            args.dataset,
-            args.raw_dir,
-            args.out_dir,
-            preprocess=args.preprocess,
-            split_file=args.split_file,
-            shards=args.shards,
-            image_size=args.image_size,
-            encoding=args.encoding,
-            compression=args.compression,
-            seed=args.seed,
-        )
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except (KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+def _write(args: argparse.Namespace) -> None:
+    manifest = write_dataset(
+        args.dataset,
+        args.raw_dir,
+        args.out_dir,
+        preprocess=args.preprocess,
+        split_file=args.split_file,
+        shards=args.shards,
+        image_size=args.image_size,
+        encoding=args.encoding,
+        compression=args.compression,
+        seed=args.seed,
+    )
     counts = ", ".join(f"{name} {info.count}" for name, info in manifest.splits.items())
     print(f"wrote {args.out_dir}: {counts} records ({manifest.split_source} split)")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(_parser(), _write, argv)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
+from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, segmentation_config, summarize_segmentation
@@ -43,14 +44,7 @@ if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for ty
     from experiments.runner import RunContext
 
 INITS = ("nodule", "imagenet", "scratch")
-# dataset -> (root, masks, write-time preprocessing: LIDC slices are pipeline-normalised floats, about
-# -0.33 to 4.93; the MSD patches are floats in [0, 1]).
-PRETRAIN_DATASETS = {
-    "lidc": ("nodule-lidc", ["nodule"], "range=-0.5:5"),
-    "msd_patches": ("tumour-msd-patches", ["tumour"], "range=0:1"),
-}
 PRETRAIN_DONE = "pretrain.json"  # written last: a pretraining folder without it is incomplete
-DEFAULT_EXPERIMENT = "s0_deeplabv3plus_nodule_transfer_ggo"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # as `python -m experiments`
 
 
@@ -197,30 +191,6 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     ):
         summary[name] = {"value": float(value), "low": None, "high": None}
     return summary
-
-
-def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Adds `pretrain-nodule` to the `python -m experiments` command line."""
-    parser = subparsers.add_parser(
-        "pretrain-nodule", help="pretrain the S0 DeepLabv3+ on nodule (or tumour) masks; writes a .keras file"
-    )
-    parser.add_argument("--dataset", choices=(*PRETRAIN_DATASETS, "phantom"), default="lidc")
-    parser.add_argument("--root", default=None, help="dataset folder, relative to --data-dir unless absolute")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint to write (CKPT.keras)")
-    parser.add_argument("--epochs", type=int, default=None, help="overrides pipeline_options.pretrain.epochs")
-    parser.add_argument(
-        "--config",
-        default=DEFAULT_EXPERIMENT,
-        help=f"experiment giving model and input (default {DEFAULT_EXPERIMENT})",
-    )
-    parser.add_argument("--data-dir", type=Path, default=None, help="root of the datasets ($COVID_DATA_DIR)")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help="TFRecords cache (default: beside --out)"
-    )
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
-    )
-    return parser
 
 
 def pretrain_command(args: argparse.Namespace) -> int:

@@ -10,25 +10,25 @@ def test_full_callback_set_in_order(tmp_path, monkeypatch):
     monkeypatch.setattr("common.callbacks.tensorboard_available", lambda: True)
     callbacks = make_callbacks(tmp_path / "run", "val_auc", "max", lr_schedule="plateau")
     assert [type(c).__name__ for c in callbacks] == [
-        "ModelCheckpoint",
+        "AtomicModelCheckpoint",
         "EarlyStopping",
         "ReduceLROnPlateau",
         "TerminateOnNaN",
         "TensorBoard",
         "CSVLogger",
-        "BackupAndRestore",
+        "AtomicBackup",
     ]
     assert callbacks[0].filepath == str(tmp_path / "run" / "best.keras")
-    assert callbacks[-1].backup_dir == str(tmp_path / "run" / "backup" / "train")
+    assert callbacks[-1].folder == tmp_path / "run" / "backup" / "train"
 
 
 def test_optional_callbacks_left_out(tmp_path):
     callbacks = make_callbacks(tmp_path, early_stopping_patience=None, tensorboard=False, best_value=0.3)
     assert [type(c).__name__ for c in callbacks] == [
-        "ModelCheckpoint",
+        "AtomicModelCheckpoint",
         "TerminateOnNaN",
         "CSVLogger",
-        "BackupAndRestore",
+        "AtomicBackup",
     ]
     assert callbacks[0].best == 0.3
 

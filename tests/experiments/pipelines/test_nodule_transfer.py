@@ -8,12 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from experiments.pipelines.nodule_transfer import (
-    add_pretrain_parser,
-    pretrain_command,
-    pretrain_nodule,
-    transferred_model,
-)
+from experiments.pipelines.nodule_transfer import pretrain_command, pretrain_nodule, transferred_model
+from experiments.pipelines.pretrain_args import add_pretrain_parser
 from experiments.pipelines.transfer import _layers_with_weights
 from experiments.registry import get_experiment
 from experiments.runner import run_experiment
