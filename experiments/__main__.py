@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, required=True, help="cohort folder: <scan>/ and cohort.csv")
 
-    from experiments.pipelines.nodule_transfer import add_pretrain_parser
+    from experiments.pipelines.pretrain_args import add_pretrain_parser
 
     add_pretrain_parser(commands)
     return parser
