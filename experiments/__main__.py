@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, required=True, help="cohort folder: <scan>/ and cohort.csv")
 
+    bench = commands.add_parser("bench", help="one performance table: input pipeline, training, predict, streams")
+    bench.add_argument("--quick", action="store_true", help="small inputs and models (a smoke test, < 2 min)")
+    bench.add_argument("--data-dir", type=Path, default=None, help="datasets root (as for run)")
+    bench.add_argument("--out", type=Path, default=None, help="also write the markdown table to this file")
+
     from experiments.pipelines.pretrain_args import add_pretrain_parser
 
     add_pretrain_parser(commands)
@@ -142,6 +147,15 @@ def _report(args: argparse.Namespace) -> int:
     return 2 if result.failed else 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import os
+
+    from experiments.bench import bench_command
+
+    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    return bench_command(data_dir, args.quick, args.out)
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from experiments.pipelines.nodule_transfer import pretrain_command
 
@@ -156,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": lambda: _table(args),
         "report": lambda: _report(args),
         "pretrain-nodule": lambda: _pretrain(args),
+        "bench": lambda: _bench(args),
     }
     try:
         return handlers[args.command]()

@@ -1,25 +1,21 @@
-"""Input-pipeline benchmark: `python -m tfrecords.bench [--data DIR] [--sizes 299 256] [--repeats 5]`.
+"""Input-pipeline measurements, run by `python -m experiments bench` (the one benchmark command).
 
-Reads the same images four ways and prints images/s (median and min over `--repeats` timed passes,
-after one warm-up pass) as a markdown table:
-(a) this package's TFRecords (written once, resized at write time) with `cache=True`, and the same
-    without the cache (every pass decodes the stored PNGs);
-(b) tf.data straight from the image files: read, decode, resize, batch;
-(c) the seed notebooks' plain Python loop: `cv2.imread` + `cv2.resize` into a list, then
-    `np.array(float32) / 255`;
-(d) decode only: `tf.io.decode_image` of the files' bytes, already in memory, at their stored size.
-A pass is timed from iterator creation to its last batch; destroying the iterator (where tf.data's
-autotuner can stall, see RUNTIME.md) is timed separately and reported as teardown.
-Data: the ct-covid-classification subset ("train" split of a patient-wise split), or synthetic X-ray
-phantoms when it is absent.
+On the same images (the "train" split) at one size, images/s of:
+- "tf.data from the image files": read, decode, resize, batch;
+- "cv2 loop (seed notebooks)": `cv2.imread` + `cv2.resize` into a list, then `np.array(float32) / 255`;
+- "TFRecord <storage>, first pass": this package's records (resized at write time) read by
+  `make_dataset` without a cache, so every pass parses and decodes, as the first epoch over a set
+  too big for the cache does; storages PNG, raw, raw+ZLIB (`STORAGES`);
+- "TFRecord raw, cached": `cache=True`, the passes after the first.
+Each figure is over `repeats` timed passes after one warm-up pass, the variants taking turns. A
+pass is timed from iterator creation to its last batch; the iterator teardown (where tf.data's
+autotuner can stall, see RUNTIME.md) is timed apart. Disk size: shard bytes per 1,000 records.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import functools
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,9 +29,11 @@ from data_prep.phantoms import generate
 from tfrecords.reader import make_dataset, read_examples
 from tfrecords.writer import write_dataset
 
-DEFAULT_DATA = Path(os.environ.get("COVID_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 REAL_SET = ("image_folder", "ct-covid-classification")
-PHANTOM_CASES = 60  # X-rays per class (x 4 over the splits): 720 phantom images
+# Storage name -> (encoding, compression) of `write_dataset`.
+STORAGES = {"PNG": ("png", ""), "raw": ("raw", ""), "raw+ZLIB": ("raw", "ZLIB"), "raw+GZIP": ("raw", "GZIP")}
+TIMED_STORAGES = ("PNG", "raw", "raw+ZLIB")
+SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -49,36 +47,52 @@ class Timing:
     def median(self) -> float:
         return statistics.median(self.rates)
 
-    @property
-    def minimum(self) -> float:
-        return min(self.rates)
+
+@dataclass(frozen=True)
+class PipelineResult:
+    """timings: variant -> Timing; bytes_per_1000: storage -> shard bytes per 1,000 records."""
+
+    source: str
+    images: int
+    size: int
+    timings: dict[str, Timing]
+    bytes_per_1000: dict[str, float]
 
 
-def _time_dataset(dataset: tf.data.Dataset, images: int, repeats: int) -> Timing:
-    """One warm-up pass, then `repeats` timed passes over a finite dataset."""
-    rates, teardowns = [], []
-    for repeat in range(repeats + 1):
-        start = time.perf_counter()
-        iterator = iter(dataset)
-        for _ in iterator:
-            pass
-        elapsed = time.perf_counter() - start
-        start = time.perf_counter()
-        del iterator
-        if repeat:
-            teardowns.append(time.perf_counter() - start)
-            rates.append(images / elapsed)
-    return Timing(rates, teardowns)
+def _dataset_pass(dataset: tf.data.Dataset) -> tuple[float, float]:
+    """(seconds from iterator creation to the last batch, seconds to destroy the iterator)."""
+    start = time.perf_counter()
+    iterator = iter(dataset)
+    for _ in iterator:
+        pass
+    elapsed = time.perf_counter() - start
+    start = time.perf_counter()
+    del iterator
+    return elapsed, time.perf_counter() - start
 
 
-def _time_loop(load: Callable[[], np.ndarray], images: int, repeats: int) -> Timing:
-    rates = []
-    for repeat in range(repeats + 1):
-        start = time.perf_counter()
-        load()
-        if repeat:
-            rates.append(images / (time.perf_counter() - start))
-    return Timing(rates, [])
+def _loop_pass(load: Callable[[], np.ndarray]) -> tuple[float, None]:
+    start = time.perf_counter()
+    load()
+    return time.perf_counter() - start, None
+
+
+def _time_round_robin(
+    passes: dict[str, Callable[[], tuple[float, float | None]]], images: int, repeats: int
+) -> dict[str, Timing]:
+    """One warm-up pass of each variant, then `repeats` rounds that time every variant once (so that
+    a change in machine load hits all variants alike)."""
+    for run in passes.values():
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in passes}
+    teardowns: dict[str, list[float]] = {name: [] for name in passes}
+    for _ in range(repeats):
+        for name, run in passes.items():
+            elapsed, teardown = run()
+            rates[name].append(images / elapsed)
+            if teardown is not None:
+                teardowns[name].append(teardown)
+    return {name: Timing(rates[name], teardowns[name]) for name in passes}
 
 
 def _notebook_loop(paths: list[str], size: int) -> np.ndarray:
@@ -96,92 +110,41 @@ def _files_dataset(paths: list[str], size: int, batch_size: int) -> tf.data.Data
     return files.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _decode_only(encoded: list[bytes]) -> tf.data.Dataset:
-    data = tf.data.Dataset.from_tensor_slices(tf.constant(encoded))
-    decode = lambda data: tf.io.decode_image(data, channels=1, expand_animations=False)  # noqa: E731
-    return data.map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def _source(data: Path, work: Path) -> tuple[str, Path, str]:
-    """(adapter name, dataset root, description) of the benchmark images."""
+def pipeline_source(data: Path, work: Path, phantom_cases: int | None = None) -> tuple[str, Path, str]:
+    """(adapter, root, description): the real CT classification subset under `data`, else (or when
+    `phantom_cases` is given) SYNTHETIC CT phantom slices of 2 x `phantom_cases` volumes (4 each)."""
     adapter, folder = REAL_SET
-    if (data / folder).is_dir():
+    if phantom_cases is None and (data / folder).is_dir():
         return adapter, data / folder, f"{folder} (real CT JPEGs, <= 320 px)"
-    root = generate(work / "phantoms", kinds=["covid_qu_ex"], n_cases=PHANTOM_CASES)["covid_qu_ex"]
-    return "covid_qu_ex", root, "synthetic X-ray phantoms (PNG, 256 px)"
+    cases = phantom_cases or 60
+    root = generate(work / "phantoms", kinds=["image_folder"], n_cases=cases)["image_folder"]
+    return "image_folder", root, "SYNTHETIC CT phantom slices (PNG, 128 px)"
 
 
-def _measure(
-    out: Path, split: str, paths: list[str], size: int, batch_size: int, repeats: int
-) -> dict[str, Timing]:
-    """Every variant on the same images: the TFRecords in `out` and their source files `paths`."""
+def measure_pipeline(
+    source: tuple[str, Path, str], work: Path, size: int, repeats: int, batch_size: int
+) -> PipelineResult:
+    """Writes the source once per storage at `size` px and times every variant on its "train" split."""
+    adapter, root, description = source
+    outs = {}
+    for name, (encoding, compression) in STORAGES.items():
+        outs[name] = work / f"records-{size}-{name}"
+        write_dataset(adapter, root, outs[name], image_size=size, encoding=encoding, compression=compression)
+    paths = [example["path"] for example in read_examples(outs["raw"], SPLIT)]
     count = len(paths)
-    encoded = [Path(path).read_bytes() for path in paths]
-    cached = make_dataset(out, split, "classification", batch_size, cache=True)
-    return {
-        "(a) TFRecord, cache": _time_dataset(cached, count, repeats),
-        "(a) TFRecord, no cache": _time_dataset(
-            make_dataset(out, split, "classification", batch_size), count, repeats
-        ),
-        "(b) tf.data from files": _time_dataset(_files_dataset(paths, size, batch_size), count, repeats),
-        "(c) cv2 loop (notebooks)": _time_loop(lambda: _notebook_loop(paths, size), count, repeats),
-        "(d) decode only, stored size": _time_dataset(_decode_only(encoded), count, repeats),
-    }
-
-
-def run(data: Path, sizes: list[int], repeats: int, batch_size: int) -> str:
-    """Runs every variant at every size; returns the markdown report."""
-    rows: dict[str, dict[int, Timing]] = {}
-    notes = []
-    with tempfile.TemporaryDirectory(prefix="tfrecords-bench-") as work_dir:
-        work = Path(work_dir)
-        adapter, root, description = _source(data, work)
-        for size in sizes:
-            start = time.perf_counter()
-            out = work / f"records-{size}"
-            write_dataset(adapter, root, out, image_size=size)
-            split = "train"
-            paths = [example["path"] for example in read_examples(out, split)]
-            notes.append(f"write at {size} px: {time.perf_counter() - start:.1f} s for all splits")
-            count = len(paths)
-            for name, timing in _measure(out, split, paths, size, batch_size, repeats).items():
-                rows.setdefault(name, {})[size] = timing
-    header = " | ".join(f"{size} px median | {size} px min" for size in sizes)
-    lines = [
-        f"Images: {count} ({description}), batch {batch_size}, {repeats} timed passes after 1 warm-up, "
-        f"{os.cpu_count()} CPU cores (1-minute load average at the end: {os.getloadavg()[0]:.1f}), "
-        f"TensorFlow {tf.__version__}.",
-        "",
-        f"| variant (images/s) | {header} | teardown median (s) |",
-        "|---|" + "---|" * (2 * len(sizes)) + "---|",
-    ]
-    for name, by_size in rows.items():
-        cells = " | ".join(f"{by_size[size].median:,.0f} | {by_size[size].minimum:,.0f}" for size in sizes)
-        teardowns = [t for timing in by_size.values() for t in timing.teardowns]
-        teardown = f"{statistics.median(teardowns):.3f}" if teardowns else "-"
-        lines.append(f"| {name} | {cells} | {teardown} |")
-    lines.append("")
-    for size in sizes:
-        cached = rows["(a) TFRecord, cache"][size].median
-        loop = rows["(c) cv2 loop (notebooks)"][size].median
-        decode = rows["(d) decode only, stored size"][size].median
-        lines.append(
-            f"- {size} px: (a) cached = {cached / loop:.1f} x (c) (goal >= 3) "
-            f"and {100 * cached / decode:.0f} % of (d) (goal >= 80 %)"
+    datasets = {"tf.data from the image files": _files_dataset(paths, size, batch_size)}
+    for name in TIMED_STORAGES:
+        datasets[f"TFRecord {name}, first pass"] = make_dataset(
+            outs[name], SPLIT, "classification", batch_size
         )
-    lines.extend(f"- {note}" for note in notes)
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tfrecords.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[299, 256], help="image sizes in pixels")
-    parser.add_argument("--repeats", type=int, default=5, help="timed passes per variant")
-    parser.add_argument("--batch-size", type=int, default=32)
-    args = parser.parse_args(argv)
-    print(run(args.data, args.sizes, args.repeats, args.batch_size))
-
-
-if __name__ == "__main__":
-    main()
+    datasets["TFRecord raw, cached"] = make_dataset(
+        outs["raw"], SPLIT, "classification", batch_size, cache=True
+    )
+    passes = {name: functools.partial(_dataset_pass, dataset) for name, dataset in datasets.items()}
+    passes["cv2 loop (seed notebooks)"] = functools.partial(_loop_pass, lambda: _notebook_loop(paths, size))
+    timings = _time_round_robin(passes, count, repeats)
+    sizes = {}
+    for name, out in outs.items():
+        shards = [path.stat().st_size for path in out.glob(f"{SPLIT}-*.tfrecord")]
+        sizes[name] = 1000 * sum(shards) / count
+    return PipelineResult(description, count, size, timings, sizes)
