@@ -19,7 +19,7 @@ import os
 import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +37,15 @@ SplitRow = tuple[str, str | None, str] | tuple[str, str | None, str, str]
 class LeakageError(DataError):
     """Patients that occur in more than one split (or fold) of a split table."""
 
-    def __init__(self, patient_splits: dict[str, list[str]], path: str | Path = "split table") -> None:
+    def __init__(
+        self,
+        patient_splits: dict[str, list[str]],
+        path: str | Path = "split table",
+        subject: str = "patients",
+    ) -> None:
         self.patient_ids = sorted(patient_splits)
         listed = ", ".join(f"{pid} ({', '.join(patient_splits[pid])})" for pid in self.patient_ids)
-        super().__init__(path, f"patients in more than one split: {listed}")
+        super().__init__(path, f"{subject} in more than one split: {listed}")
 
 
 def _grouped_table(rows: Iterable[SplitRow], id_kind: str = "patient") -> pd.DataFrame:
@@ -170,8 +175,11 @@ def fold_subsets(table: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataF
     return table[in_cv & (table["fold"] != fold)], table[table["fold"] == fold]
 
 
-def check_no_leakage(table: pd.DataFrame, path: str | Path = "split table") -> None:
-    """Raises LeakageError naming every patient id found in more than one split (or fold)."""
+def check_no_leakage(
+    table: pd.DataFrame, path: str | Path = "split table", subject: str = "patients"
+) -> None:
+    """Raises LeakageError naming every patient id found in more than one split (or fold); `subject`
+    names the ids in the message."""
     with_id = table[table["patient_id"].notna() & (table["patient_id"] != "")]
     columns = ["split", "fold"] if "fold" in table.columns else ["split"]
     places = with_id[columns].astype(str).agg("/".join, axis=1)
@@ -181,7 +189,22 @@ def check_no_leakage(table: pd.DataFrame, path: str | Path = "split table") -> N
         if place.nunique() > 1
     }
     if leaked:
-        raise LeakageError(leaked, path)
+        raise LeakageError(leaked, path, subject)
+
+
+def check_record_ids(table: pd.DataFrame, record_ids: Sequence[str | None], path: str | Path) -> None:
+    """Leakage check of a split file by the records' own patient ids, not the file's.
+
+    table: a split table (column split, optional fold) whose rows are aligned with `record_ids`, the
+    id each record carries (None or "" where it has none). A file may group records its own way, but
+    it must not separate a patient the records name: per-slice ids in the file would otherwise put
+    one real patient in two splits unseen. Raises LeakageError naming those ids.
+    """
+    if len(record_ids) != len(table):
+        raise ValueError(f"{len(record_ids)} record ids for a split table of {len(table)} rows")
+    columns = ["split", "fold"] if "fold" in table.columns else ["split"]
+    own = table[columns].reset_index(drop=True).assign(patient_id=list(record_ids))
+    check_no_leakage(own, path, subject="patients (by the records' own ids)")
 
 
 def save_split(table: pd.DataFrame, path: str | Path) -> None:

@@ -24,7 +24,7 @@ from data_prep.adapters import open_dataset
 from data_prep.adapters.base import DatasetAdapter
 from data_prep.errors import DataError
 from data_prep.records import MANIFESTATIONS, MASK_NAMES, Record
-from data_prep.splits import check_no_leakage, load_split, patient_split
+from data_prep.splits import check_no_leakage, check_record_ids, load_split, patient_split
 from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
 from tfrecords.spec import HU16_OFFSET, PreprocessSpec
@@ -144,6 +144,8 @@ def _split_table(
         source = "patient-wise"
     table["patient_id"] = table["patient_id"].fillna(table["key"])
     check_no_leakage(table[["key", "patient_id", "split"]], split_file or adapter.root)
+    if split_file is not None:  # a file may regroup records, but not separate a patient they name
+        check_record_ids(table, [item.patient_id for item in encoded], split_file)
     return table[["key", "patient_id", "split"]], source
 
 

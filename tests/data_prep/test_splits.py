@@ -180,3 +180,31 @@ def test_save_split_into_a_missing_folder_names_it(tmp_path):
     table = splits.patient_split(_rows(), seed=0)
     with pytest.raises(DataError, match=f"{tmp_path / 'missing'}: output folder does not exist"):
         splits.save_split(table, tmp_path / "missing" / "split.csv")
+
+
+def test_check_record_ids_sees_a_patient_the_file_splits_under_per_slice_ids():
+    # The file groups by per-slice ids s0..s3, so its own check passes; the records say s0, s1 are P1.
+    table = pd.DataFrame(
+        {
+            "key": ["a", "b", "c", "d"],
+            "patient_id": ["s0", "s1", "s2", "s3"],
+            "split": ["train", "test", "val", "val"],
+        }
+    )
+    splits.check_no_leakage(table)
+    with pytest.raises(splits.LeakageError) as caught:
+        splits.check_record_ids(table, ["P1", "P1", None, ""], "split.csv")
+    assert (
+        str(caught.value)
+        == "split.csv: patients (by the records' own ids) in more than one split: P1 (test, train)"
+    )
+    assert caught.value.patient_ids == ["P1"]
+    splits.check_record_ids(table, ["P1", "P2", "P3", "P3"], "split.csv")  # one split each: accepted
+
+
+def test_check_record_ids_across_folds_and_row_count():
+    table = pd.DataFrame({"split": ["train", "train"], "fold": [0, 1]})
+    with pytest.raises(splits.LeakageError, match=r"P1 \(train/0, train/1\)"):
+        splits.check_record_ids(table, ["P1", "P1"], "folds.csv")
+    with pytest.raises(ValueError, match="3 record ids for a split table of 2 rows"):
+        splits.check_record_ids(table, ["P1", "P2", "P3"], "folds.csv")
