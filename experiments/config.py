@@ -32,7 +32,7 @@ class DataConfig:
     extra: more {dataset, root} sources pooled with the first (e.g. CT + X-ray for S0).
     split: "publisher" (the set's own splits), "patient" (patient-wise, seeded) or "file" (`split_file`).
     preprocess: the `tfrecords` preprocessing spec, e.g. "window=lung,clahe"; image_size: pixels (square).
-    recipe: a CT volume recipe of `experiments.pipelines.ct_recipe` applied before `preprocess` (by name,
+    recipe: a CT volume recipe of `data_prep.ct_recipe` applied before `preprocess` (by name,
       e.g. "s3": keep the middle 50% of slices, lung window, CLAHE, lung ROI crop; or a mapping
       {name: s3, keep_fraction: 0.6, ...}); None = none.
     batch_size: per replica; the runner multiplies it by the number of replicas (the global batch).
@@ -41,6 +41,9 @@ class DataConfig:
     label_names / label_map: the run's classes and how source labels map onto them.
     augment: `tfrecords.augment.AugmentConfig` fields; empty = no augmentation.
     phantom: read synthetic phantoms generated in the dataset's layout instead of `root`.
+    folds: k-fold cross-validation by case (patient, else volume): fold k tests the cases of fold k,
+      validates on `val_fraction` of the others (at least one case) and trains on the rest, so every
+      case is tested exactly once; None = one split as `split` says.
     """
 
     dataset: str = "covid_qu_ex"
@@ -61,6 +64,7 @@ class DataConfig:
     label_names: list[str] = field(default_factory=list)
     label_map: dict[str, str] = field(default_factory=dict)
     phantom: bool = False
+    folds: int | None = None
 
 
 @dataclass
@@ -101,7 +105,11 @@ class RuntimeConfig:
 
 @dataclass
 class ExperimentConfig:
-    """One results-table row. `paper` is the seed id (S0..S4, or "ours"), `row` its label there."""
+    """One results-table row. `paper` is the seed id (S0..S4, or "ours"), `row` its label there.
+
+    scales: named variants, {name: {"reason": why these settings, "set": [KEY=VALUE overrides]}};
+    `scale` is the variant applied ("full", the paper's settings, needs none).
+    """
 
     name: str
     paper: str
@@ -114,6 +122,8 @@ class ExperimentConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     pipeline_options: dict[str, Any] = field(default_factory=dict)
+    scales: dict[str, Any] = field(default_factory=dict)
+    scale: str = "full"
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
@@ -198,8 +208,24 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
-    """Reads one YAML config, applies overrides, and validates it against the dataclasses."""
+def apply_scale(values: dict[str, Any], scale: str, where: str) -> dict[str, Any]:
+    """Applies the overrides of the named scale variant of a config mapping (none for "full")."""
+    values["scale"] = scale
+    if scale == "full":
+        return values
+    variants = values.get("scales") or {}
+    if scale not in variants:
+        known = ", ".join(["full", *variants])
+        raise ConfigError(f"{where}: no scale {scale!r}; this row has: {known}")
+    variant = variants[scale]
+    if not isinstance(variant, dict) or not isinstance(variant.get("set"), list) or not variant.get("reason"):
+        raise ConfigError(f"{where}: scales.{scale} needs `reason` (text) and `set` (a list of KEY=VALUE)")
+    return apply_overrides(values, [str(item) for item in variant["set"]])
+
+
+def load_config(path: str | Path, overrides: list[str] = (), scale: str = "full") -> ExperimentConfig:
+    """Reads one YAML config, applies its `scale` variant, then the overrides, and validates it
+    against the dataclasses."""
     path = Path(path)
     try:
         values = yaml.safe_load(path.read_text()) or {}
@@ -208,6 +234,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ExperimentConfig
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     values.setdefault("name", path.stem)
+    apply_scale(values, scale, str(path))
     apply_overrides(values, list(overrides))
     from experiments.config_checks import check_config  # it imports this module
 

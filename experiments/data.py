@@ -7,6 +7,12 @@ Split modes (`DataConfig.split`):
   as test and carves a new val from train. Thresholds are then always chosen on data that is not test.
 - "patient": a fresh patient-wise stratified train/val/test split of all records (seeded).
 - "file": `split_file`, a `data_prep.splits` CSV.
+With `folds` set, the cases (patients, else volumes) are dealt into that many folds instead, and fold
+k's table tests the cases of fold k, validates on `val_fraction` of the other cases (at least one) and
+trains on the rest (`fold_table`): over the k folds every case is tested exactly once.
+A CT recipe (`data_prep.ct_recipe`) is applied per split: training records may be cropped with their
+labels, validation and test records only through the label-free inference chain, with the lung
+model named by the caller for rule "model".
 TFRecords are cached under `cache_dir/tfrecords/<dataset>-<hash of everything that shapes them>`.
 """
 
@@ -19,14 +25,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from data_prep import phantoms
 from data_prep.adapters import open_dataset
-from data_prep.splits import load_split, patient_split, save_split
+from data_prep.ct_recipe import CTRecipe, apply_recipe, recipe_from_config
+from data_prep.splits import check_no_leakage, kfold_split, load_split, patient_split, save_split
 from experiments.config import DataConfig
-from experiments.pipelines.ct_recipe import apply_recipe, recipe_from_config
-from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest
+from segmentation.bundle import load_segmenter
+from segmentation.predict import lung_predictor
+from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 from tfrecords.writer import write_dataset
 
 COLUMNS = ["key", "patient_id", "label", "group_kind", "split"]
@@ -83,7 +92,30 @@ def _split(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFra
     return patient_split(grouped, val=val, test=test, seed=seed)[COLUMNS]
 
 
-def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFrame | None, str]:
+def fold_table(rows: pd.DataFrame, folds: int, fold: int, val_fraction: float, seed: int) -> pd.DataFrame:
+    """Fold `fold` of a case-wise k-fold split of `_rows` output: split "test" = the cases of that fold,
+    "val" = max(1, round(val_fraction x the other cases)) of the other cases (seeded), "train" = the
+    rest; column "fold" = each case's fold."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    grouped = rows[["key", "patient_id", "label", "kind"]].itertuples(index=False)
+    table = kfold_split(grouped, folds=folds, test=0.0, seed=seed)
+    cases = table[["patient_id", "fold"]].drop_duplicates("patient_id")
+    others = sorted(cases.loc[cases["fold"] != fold, "patient_id"])
+    if not others:
+        raise ValueError(f"fold {fold}: no case is left for training")
+    count = min(max(1, round(val_fraction * len(others))), len(others) - 1)
+    val = set(np.random.default_rng([seed, fold]).permutation(others)[:count])
+    table["split"] = np.where(
+        table["fold"] == fold, "test", np.where(table["patient_id"].isin(val), "val", "train")
+    )
+    check_no_leakage(table)
+    return table[[*COLUMNS, "fold"]]
+
+
+def make_split_table(
+    data: DataConfig, root: Path, seed: int, fold: int | None = None
+) -> tuple[pd.DataFrame | None, str]:
     """(split table or None to use the publisher's splits as they are, the split type in words)."""
     adapter = open_dataset(data.dataset, root)
     grouping = {
@@ -99,6 +131,11 @@ def make_split_table(data: DataConfig, root: Path, seed: int) -> tuple[pd.DataFr
     rows = _rows(adapter)
     if rows["patient_id"].notna().any() and adapter.patient_ids == "none":
         grouping = "volume-wise"  # no patient ids, but slices of one volume are kept together
+    if data.folds:
+        if fold is None:
+            raise ValueError(f"data.folds is {data.folds}: say which fold to prepare")
+        table = fold_table(rows, data.folds, fold, data.val_fraction, seed)
+        return table, f"{grouping} {data.folds}-fold cross-validation"
     present = set(rows["publisher"].dropna())
     if data.split == "patient" or (data.split == "publisher" and present <= {"train"}):
         return _split(rows, data.val_fraction, data.test_fraction, seed), grouping
@@ -122,16 +159,43 @@ def _fingerprint(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _recipe_transform(
+    recipe: CTRecipe, table: pd.DataFrame | None, lung_model: Path | None, seed: int
+) -> tuple[functools.partial, dict]:
+    """(the records transform of a recipe, its record for the manifest): splits from `table` (else
+    the records' own), the lung model's predictions for rule "model" crops outside training."""
+    predictor = None
+    record = recipe.to_dict()
+    if recipe.crop == "model":
+        if lung_model is None:
+            raise ValueError('CT recipe crop "model" needs data.recipe.lung_model (a lung model bundle)')
+        predictor = lung_predictor(load_segmenter(lung_model))
+        record["lung_model"] = {"path": str(Path(lung_model).resolve()), "sha256": sha256_file(lung_model)}
+    split_of = None if table is None else dict(zip(table["key"], table["split"], strict=True))
+    transform = functools.partial(
+        apply_recipe, recipe=recipe, lung_predictor=predictor, split_of=split_of, seed=seed
+    )
+    return transform, record
+
+
 def prepare_source(
-    dataset: str, root: Path, data: DataConfig, cache_dir: Path, seed: int
+    dataset: str,
+    root: Path,
+    data: DataConfig,
+    cache_dir: Path,
+    seed: int,
+    fold: int | None = None,
+    lung_model: Path | None = None,
 ) -> tuple[Manifest, str]:
-    """Writes (or reuses) the TFRecords of one source; returns its manifest and split type."""
+    """Writes (or reuses) the TFRecords of one source (one fold of a cross-validation); returns its
+    manifest and split type. lung_model: the lung bundle of a recipe's "model" crop."""
     recipe = None
     if data.recipe is not None:  # the recipe resizes to the run's image size
         recipe = dataclasses.replace(recipe_from_config(data.recipe), image_size=data.image_size)
     key = _fingerprint(
         {
-            "recipe": None if recipe is None else dataclasses.asdict(recipe),
+            "recipe": None if recipe is None else recipe.to_dict(),
+            "lung_model": None if lung_model is None else sha256_file(lung_model),
             "dataset": dataset,
             "root": str(root.resolve()),
             "preprocess": data.preprocess,
@@ -140,6 +204,8 @@ def prepare_source(
             "split_file": data.split_file,
             "val": data.val_fraction,
             "test": data.test_fraction,
+            "folds": data.folds,
+            "fold": fold,
             "seed": seed,
         }
     )
@@ -148,12 +214,15 @@ def prepare_source(
     if (out / MANIFEST_NAME).is_file() and split_type_file.is_file():
         return load_manifest(out), split_type_file.read_text().strip()
     source_config = DataConfig(**{**data.__dict__, "dataset": dataset})
-    table, split_type = make_split_table(source_config, root, seed)
+    table, split_type = make_split_table(source_config, root, seed, fold)
     split_file = None
     if table is not None:
         split_file = cache_dir / "splits" / f"{dataset}-{key}.csv"
         split_file.parent.mkdir(parents=True, exist_ok=True)
         save_split(table, split_file)
+    transform, transform_record = (None, None)
+    if recipe is not None:
+        transform, transform_record = _recipe_transform(recipe, table, lung_model, seed)
     manifest = write_dataset(
         dataset,
         root,
@@ -162,20 +231,49 @@ def prepare_source(
         split_file=split_file,
         image_size=data.image_size,
         seed=seed,
-        records_transform=None if recipe is None else functools.partial(apply_recipe, recipe=recipe),
+        records_transform=transform,
+        transform_record=transform_record,
     )
     split_type_file.write_text(split_type + "\n")
     return manifest, split_type
 
 
-def prepare_data(data: DataConfig, data_dir: Path, cache_dir: Path, seed: int) -> PreparedData:
-    """Every source of `data` (the main dataset, then `extra`) as TFRecords with manifests."""
+def prepare_data(
+    data: DataConfig,
+    data_dir: Path,
+    cache_dir: Path,
+    seed: int,
+    fold: int | None = None,
+    lung_model: Path | None = None,
+) -> PreparedData:
+    """Every source of `data` (the main dataset, then `extra`) as TFRecords with manifests; with
+    `data.folds`, those of cross-validation fold `fold`."""
     sources = [{"dataset": data.dataset, "root": data.root}, *data.extra]
     manifests, split_types = [], []
     for source in sources:
         root = dataset_root(source["dataset"], source["root"], data_dir, cache_dir, data.phantom, seed)
-        manifest, split_type = prepare_source(source["dataset"], root, data, cache_dir, seed)
+        manifest, split_type = prepare_source(
+            source["dataset"], root, data, cache_dir, seed, fold, lung_model
+        )
         manifests.append(manifest)
         split_types.append(split_type)
     scale = "synthetic" if data.phantom else ("subset" if "shared" in str(data_dir) else "full")
     return PreparedData(manifests, "; ".join(dict.fromkeys(split_types)), scale)
+
+
+def data_record(prepared: PreparedData) -> dict:
+    """The run record's data section: split type, data scale, and each manifest's shards and counts."""
+    return {
+        "split_type": prepared.split_type,
+        "data_scale": prepared.data_scale,
+        "manifests": [
+            {
+                "directory": str(m.directory),
+                "dataset": m.dataset,
+                "split_file": m.split_file,
+                "shards": {split: [s.sha256 for s in info.shards] for split, info in m.splits.items()},
+                "counts": {split: info.count for split, info in m.splits.items()},
+            }
+            for m in prepared.manifests
+        ],
+    }

@@ -25,5 +25,7 @@ def config_path(name: str) -> Path:
     return path
 
 
-def get_experiment(name: str, overrides: list[str] = ()) -> ExperimentConfig:
-    return load_config(config_path(name), overrides)
+def get_experiment(name: str, overrides: list[str] = (), scale: str = "full") -> ExperimentConfig:
+    """The named row's config with its `scale` variant ("full": the paper's settings; "cpu": the
+    CPU-scale variant its YAML declares) and then `overrides` applied."""
+    return load_config(config_path(name), overrides, scale)

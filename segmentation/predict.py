@@ -1,10 +1,15 @@
 """Applying a trained segmentation model to PNG/JPEG folders and NIfTI volumes (`python -m segmentation predict`).
 
-Input images get the preprocessing the training data had at write time (the manifest's spec, saved
-by `segmentation.train` in the run folder's config.json), minus its geometric steps: intensity steps
-run at the native size, then the image is resized to the model input (bilinear) and scaled to [0, 1]
-by its stored bit depth. Probabilities are resized back (bilinear) to the native size before they
-are binarised, so every output mask has exactly its input's size.
+A model is applied through its bundle (`segmentation.bundle`: `bundle.json` beside the `.keras` file),
+which replays the preprocessing its training data had:
+- a CT recipe (`data_prep.ct_recipe`): window, CLAHE, the lung ROI crop by its label-free rule (for
+  rule "model", the crop box comes from the bundle's own lung model, applied first as a cascade),
+  resize; probabilities of the crop are resized back and pasted into the slice (0 outside the box);
+- else the manifest's write-time preprocessing spec, minus its geometric steps: intensity steps run at
+  the native size, then the image is resized to the model input (bilinear).
+Inputs are scaled to [0, 1] by their stored bit depth. Probabilities are resized back (bilinear) to
+the native size before they are binarised, so every output mask has exactly its input's size.
+Run folders without a bundle (older runs) are read from their config.json / threshold.json.
 
 Outputs (written atomically)
 - 2D images: `<stem>_<mask>.png` per sigmoid channel (0 / 255), or `<stem>_labels.png` (class ids
@@ -17,11 +22,9 @@ Outputs (written atomically)
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -29,9 +32,12 @@ import keras
 import numpy as np
 
 import segmentation.models  # noqa: F401  (registers the models' custom layers for loading)
+from data_prep import preprocess
+from data_prep.ct_recipe import LungPredictor, model_inputs, paste_box
 from data_prep.errors import DataError
 from data_prep.imageio import list_image_files, read_image
 from data_prep.io import (
+    as_intensity,
     from_display,
     intensity_kind,
     read_nifti,
@@ -41,69 +47,11 @@ from data_prep.io import (
     write_nifti_like,
 )
 from data_prep.records import Record
-from segmentation.thresholds import ThresholdChoice
-from tfrecords.spec import PreprocessSpec
+from segmentation.bundle import Segmenter, load_segmenter  # noqa: F401  (load_segmenter: re-exported)
 
 TTA_FLIPS = {"lr": 2, "ud": 1}  # flip name -> image axis of a (N, H, W, C) batch
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-GEOMETRIC_STEPS = ("resize",)
 ORIENTATIONS = ("display", "stored")
-
-
-@dataclass(frozen=True)
-class Segmenter:
-    """A trained model with what is needed to apply it.
-
-    channel_names: one per output channel ("background" first for softmax models).
-    threshold: per-channel thresholds for sigmoid outputs (ignored for softmax: argmax).
-    preprocess: the write-time preprocessing spec of the training data.
-    """
-
-    model: keras.Model
-    channel_names: tuple[str, ...]
-    multiclass: bool
-    threshold: ThresholdChoice
-    preprocess: PreprocessSpec
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return tuple(self.model.input_shape[1:3])
-
-    @property
-    def channels(self) -> int:
-        return int(self.model.input_shape[-1])
-
-
-def load_segmenter(
-    model_path: str | Path,
-    threshold: ThresholdChoice | str | Path | None = None,
-    preprocess: str | None = None,
-) -> Segmenter:
-    """Loads a `.keras` model and the run folder's config.json / threshold.json beside it.
-
-    threshold: a choice, a threshold.json path, or None for the run's threshold.json (else fixed 0.5).
-    preprocess: a spec string replacing the one in config.json.
-    """
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise DataError(model_path, "no such model file")
-    model = keras.saving.load_model(model_path)
-    run_dir = model_path.parent
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
-    outputs = int(model.output_shape[-1])
-    names = tuple(config.get("channel_names", [f"channel{k}" for k in range(outputs)]))
-    multiclass = bool(config.get("multiclass", False))
-    foreground = outputs - 1 if multiclass else outputs
-    if threshold is None:
-        saved = run_dir / "threshold.json"
-        threshold = ThresholdChoice.load(saved) if saved.is_file() else ThresholdChoice.fixed(0.5, foreground)
-    elif not isinstance(threshold, ThresholdChoice):
-        threshold = ThresholdChoice.load(threshold)
-    spec = PreprocessSpec.parse(config.get("preprocess", "") if preprocess is None else preprocess)
-    if any(step.name == "lungcrop" for step in spec.steps):
-        raise ValueError(f"preprocess {spec} crops to the lungs; predict supports whole images only")
-    spec = PreprocessSpec(tuple(step for step in spec.steps if step.name not in GEOMETRIC_STEPS))
-    return Segmenter(model, names, multiclass, threshold, spec)
 
 
 def predict_probs(
@@ -133,15 +81,96 @@ def binarize(probs: np.ndarray, segmenter: Segmenter) -> np.ndarray:
 
 
 def prepare_image(image: np.ndarray, segmenter: Segmenter, path: str | Path) -> np.ndarray:
-    """A native image (H, W) or (H, W, 3) -> model input (h, w, C) float32 in [0, 1]."""
+    """A native image (H, W) or (H, W, 3) -> model input (h, w, C) float32 in [0, 1] (no recipe)."""
     record = Record(
         key=str(path), image=image, modality="ct", intensity=intensity_kind(image), path=str(path)
     )
     stored, _ = segmenter.preprocess.apply(record)
+    return _scaled(stored, segmenter)
+
+
+def _scaled(stored: np.ndarray, segmenter: Segmenter) -> np.ndarray:
+    """A stored (uint8/uint16) image -> (h, w, C) float32 in [0, 1] at the model input size."""
     scaled = stored.astype(np.float32) / float(np.iinfo(stored.dtype).max)
     height, width = segmenter.input_size
-    resized = cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.repeat(resized[..., None], segmenter.channels, axis=-1)
+    if scaled.shape[:2] != (height, width):
+        scaled = cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.repeat(scaled.reshape(height, width, 1), segmenter.channels, axis=-1)
+
+
+def segmenter_inputs(
+    segmenter: Segmenter, slices: Sequence[np.ndarray], intensity: str | None, path: str | Path
+) -> tuple[np.ndarray, list[preprocess.Box]]:
+    """Native (H, W) slices -> (model inputs (N, h, w, C) float32, the box of each slice they show).
+
+    The one input chain of prediction, evaluation and the report. intensity: the volume's intensity
+    kind (`data_prep.io.intensity_kind`), or None to tell it per image. No label is involved.
+    """
+    if segmenter.recipe is None:
+        inputs = [prepare_image(image, segmenter, path) for image in slices]
+        return np.stack(inputs), [(0, image.shape[0], 0, image.shape[1]) for image in slices]
+    kinds = [intensity or intensity_kind(image) for image in slices]
+    if len(set(kinds)) > 1:
+        return _stacked([segmenter_inputs(segmenter, [s], k, path) for s, k in zip(slices, kinds, strict=True)])
+    kind = kinds[0]
+    images = [as_intensity(image, kind) for image in slices]
+    lungs = lung_predictor(segmenter.lung)(images, kind) if segmenter.recipe.crop == "model" else None
+    stored, boxes = model_inputs(images, kind, segmenter.recipe, lungs, str(path))
+    return np.stack([_scaled(image, segmenter) for image in stored]), boxes
+
+
+def _stacked(parts: list[tuple[np.ndarray, list[preprocess.Box]]]) -> tuple[np.ndarray, list[preprocess.Box]]:
+    return np.concatenate([inputs for inputs, _ in parts]), [box for _, boxes in parts for box in boxes]
+
+
+def slice_probabilities(
+    segmenter: Segmenter,
+    slices: Sequence[np.ndarray],
+    intensity: str | None,
+    path: str | Path,
+    batch_size: int = 8,
+    tta_flips: Sequence[str] = (),
+) -> list[np.ndarray]:
+    """Native (H, W) slices (of one volume, in order) -> their (H, W, K) float32 probabilities."""
+    inputs, boxes = segmenter_inputs(segmenter, slices, intensity, path)
+    probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
+    outside = np.zeros(probs.shape[-1], np.float32)
+    if segmenter.multiclass:
+        outside[0] = 1.0  # background
+    restored = []
+    for prob, (y0, y1, x0, x1), image in zip(probs, boxes, slices, strict=True):
+        restored.append(paste_box(_resize_probs(prob, (y1 - y0, x1 - x0)), (y0, y1, x0, x1), image.shape[:2], outside))
+    return restored
+
+
+def lung_channel(segmenter: Segmenter, channel: str = "lung") -> int:
+    """The index of `channel` among a sigmoid segmenter's outputs; ValueError otherwise."""
+    if segmenter is None or segmenter.multiclass or channel not in segmenter.channel_names:
+        names = None if segmenter is None else segmenter.channel_names
+        raise ValueError(f"need a sigmoid segmenter with a {channel!r} channel, got {names}")
+    return segmenter.channel_names.index(channel)
+
+
+def lung_predictor(segmenter: Segmenter, channel: str = "lung", batch_size: int = 8) -> LungPredictor:
+    """A `data_prep.ct_recipe.LungPredictor` from a sigmoid lung segmenter: slices -> binarised masks."""
+    index = lung_channel(segmenter, channel)
+
+    def predict(slices: Sequence[np.ndarray], intensity: str) -> list[np.ndarray]:
+        probs = slice_probabilities(segmenter, slices, intensity, "lung model", batch_size)
+        return [binarize(prob, segmenter)[..., index] for prob in probs]
+
+    return predict
+
+
+def predicted_masks(
+    segmenter: Segmenter, inputs: np.ndarray, native_size: tuple[int, int], channel: str = "lung"
+) -> np.ndarray:
+    """Model inputs (N, h, w, C) float32 -> (N, H, W) uint8 {0, 1} masks of `channel` at native_size
+    (H, W): probabilities resized bilinearly, then binarised with the segmenter's threshold."""
+    index = lung_channel(segmenter, channel)
+    probs = predict_probs(segmenter.model, inputs, batch_size=len(inputs))
+    resized = np.stack([_resize_probs(prob, native_size) for prob in probs])
+    return binarize(resized, segmenter)[..., index]
 
 
 def _resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -191,12 +220,12 @@ def predict_images(
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         natives = [read_image(path) for path in chunk]
-        inputs = np.stack(
-            [prepare_image(image, segmenter, path) for image, path in zip(natives, chunk, strict=True)]
-        )
-        probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
-        for path, native, prob in zip(chunk, natives, probs, strict=True):
-            masks = binarize(_resize_probs(prob, native.shape[:2]), segmenter)
+        probs = [
+            slice_probabilities(segmenter, [native], None, path, batch_size, tta_flips)[0]
+            for native, path in zip(natives, chunk, strict=True)
+        ]
+        for path, prob in zip(chunk, probs, strict=True):
+            masks = binarize(prob, segmenter)
             names = _output_names(path.stem, segmenter, ".png")
             if segmenter.multiclass:
                 written.append(write_png(out_dir / names[0], masks))
@@ -220,11 +249,9 @@ def volume_probabilities(
     orientation (`data_prep.io.to_display`), as the 2D training records are; False feeds them as stored.
     """
     slices = [to_display(volume[:, :, k]) if display else volume[:, :, k] for k in range(volume.shape[2])]
-    inputs = np.stack([prepare_image(image, segmenter, path) for image in slices])
-    probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
-    size = slices[0].shape[:2]
-    resized = [_resize_probs(prob, size) for prob in probs]
-    return np.stack([from_display(prob) if display else prob for prob in resized], axis=2)
+    kind = intensity_kind(volume)
+    probs = slice_probabilities(segmenter, slices, kind, path, batch_size, tta_flips)
+    return np.stack([from_display(prob) if display else prob for prob in probs], axis=2)
 
 
 def predict_volume(

@@ -6,7 +6,9 @@ A run folder (`run_dir`) ends up holding:
 - `config.json`: the full configuration, the data manifest's preprocessing spec (so `predict` can
   repeat it) and the precision / XLA choices,
 - `threshold.json`, `threshold_curve.png`, `pr_curve.png`: the binarisation threshold chosen on the
-  validation split with `best.keras` (sigmoid models with a validation split only).
+  validation split with `best.keras` (sigmoid models with a validation split only),
+- `bundle.json`: the model bundle (`segmentation.bundle`): everything `predict` needs to replay the
+  training data's preprocessing (recipe, lung-model dependency) on a raw file.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import yaml
 from common.plots import plot_training_curves
 from common.training import TrainingConfig, fit, read_history
 from data_prep.errors import DataError
+from segmentation.bundle import write_bundle
 from segmentation.evaluate import select_threshold
 from segmentation.losses import get_loss
 from segmentation.metrics import DiceCoefficient, IoUScore
@@ -234,7 +237,19 @@ def train_segmenter(
     if history:
         plot_training_curves(history, run_dir / "training_curves.png")
     best = run_dir / "best.keras"
+    choice = None
     if has_val and not config.multiclass:
         model = keras.saving.load_model(best)
-        select_threshold(model, config.data, config.val_split, config.mask_names, run_dir, config.batch_size)
+        choice = select_threshold(
+            model, config.data, config.val_split, config.mask_names, run_dir, config.batch_size
+        )
+    write_bundle(
+        best,
+        config.channel_names,
+        config.multiclass,
+        choice,
+        manifest.preprocess.get("spec", ""),
+        manifest.preprocess.get("recipe"),
+        {"dataset": manifest.dataset, "tfrecords": str(manifest.directory), "split_file": manifest.split_file},
+    )
     return best

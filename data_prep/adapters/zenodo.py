@@ -7,7 +7,8 @@ Two layouts are recognised under the root:
   and masks named by case id (`coronacases_001`, `radiopaedia_4_85506_1`, `.nii.gz` or `.nii`) in
   `Lung_Mask/` (1 = left lung, 2 = right lung), `Infection_Mask/` (1 = infection) and
   `Lung_and_Infection_Mask/` (1, 2 = lungs, 3 = infection; used for a mask whose own folder is absent).
-  One volume per case; patient id = case id; intensity as found ("hu" for coronacases; the Radiopaedia
+  One volume per case; patient id = case id (the two series of one Radiopaedia patient share one,
+  `patient_of`); intensity as found ("hu" for coronacases; the Radiopaedia
   cases may already be 0-255 "display"). Volumes are reoriented to canonical RAS+.
 - The re-stacked subset (`ct/`, `lung_mask/`, `infection_mask/` holding `<block>_part<k>.nii.gz`, see its
   README): the parts of each block are stitched in numeric part order into one volume per inferred block
@@ -69,6 +70,14 @@ def case_id(ct_file_name: str) -> str:
     )
 
 
+def patient_of(case: str) -> str:
+    """The patient of a published case id: Radiopaedia cases `radiopaedia_<patient>_<study>_<series>`
+    group by patient (`radiopaedia_10_85902_1` with `_3`, `radiopaedia_29_86490_1` with
+    `radiopaedia_29_86491_1`); a coronacases case is its own patient."""
+    parts = case.split("_")
+    return "_".join(parts[:2]) if parts[0] == "radiopaedia" and len(parts) > 2 else case
+
+
 def _first_folder(root: Path, names: tuple[str, ...]) -> Path | None:
     return next((root / name for name in names if (root / name).is_dir()), None)
 
@@ -123,7 +132,7 @@ class ZenodoCovidCtSeg(DatasetAdapter):
             masks = self._published_masks(case, scan.array.shape)
             source = case.split("_")[0]
             yield volume_from_scan(
-                scan, case, ct_path, masks, patient_id=case, source=source, synthetic=self.synthetic
+                scan, case, ct_path, masks, patient_id=patient_of(case), source=source, synthetic=self.synthetic
             )
 
     def _published_masks(self, case: str, shape: tuple[int, ...]) -> dict[str, np.ndarray]:

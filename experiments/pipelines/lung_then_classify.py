@@ -43,7 +43,6 @@ from common.plots import plt, save_figure
 from common.training import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
-from experiments.pipelines.ct_recipe import predicted_masks
 from experiments.run_folder import write_json
 from experiments.tasks import (
     Summary,
@@ -53,7 +52,7 @@ from experiments.tasks import (
     summarize_segmentation,
 )
 from segmentation.evaluate import evaluate_segmenter
-from segmentation.predict import Segmenter, load_segmenter
+from segmentation.predict import Segmenter, load_segmenter, predicted_masks
 from segmentation.train import train_segmenter
 from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file

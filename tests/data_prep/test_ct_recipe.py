@@ -8,21 +8,21 @@ import numpy as np
 import pytest
 
 from data_prep import preprocess
-from data_prep.errors import DataError
-from data_prep.records import Record, Volume
-from experiments.pipelines.ct_recipe import (
+from data_prep.ct_recipe import (
     S3_RECIPE,
     CTRecipe,
     apply_recipe,
     apply_recipe_to_volume,
-    crop_with_lung_model,
     enhance,
-    lung_predictor,
+    jittered_label_box,
+    model_inputs,
     recipe_from_config,
     trim_records,
     trim_volume,
 )
-from segmentation.predict import Segmenter
+from data_prep.errors import DataError
+from data_prep.records import Record, Volume
+from segmentation.predict import Segmenter, lung_predictor
 from segmentation.thresholds import ThresholdChoice
 from tfrecords.spec import PreprocessSpec
 
@@ -55,7 +55,7 @@ def test_s3_recipe_defaults():
         2.0,
         8,
     )
-    assert S3_RECIPE.crop and S3_RECIPE.image_size == 256
+    assert S3_RECIPE.crop == "model" and S3_RECIPE.image_size == 256
     with pytest.raises(ValueError, match=r"keep_fraction must be in \(0, 1\], got 0"):
         CTRecipe(keep_fraction=0)
 
@@ -115,7 +115,7 @@ def test_enhance_windows_hu_and_applies_clahe_to_uint8():
     np.testing.assert_array_equal(enhance(display, CTRecipe(clahe_clip=None)).image, display.image)
 
 
-def test_apply_recipe_crops_to_the_lung_mask_box_then_resizes():
+def test_training_records_crop_to_their_lung_label_box_then_resize():
     image = np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) % 251
     slices = [
         Record(
@@ -125,33 +125,94 @@ def test_apply_recipe_crops_to_the_lung_mask_box_then_resizes():
             "display",
             "/v.nii.gz",
             masks={"lung": lungs_box_mask()},
+            split="train",
             volume_id="v",
             slice_index=k,
         )
         for k in range(4)
     ]
-    no_resize = CTRecipe(clahe_clip=None, image_size=None, crop_margin=4)
+    no_resize = CTRecipe(clahe_clip=None, image_size=None, crop_margin=4, crop_jitter=0)
     out = list(apply_recipe(slices, no_resize))
     assert [r.slice_index for r in out] == [1, 2]
     # lung rows 10..19 and columns 5..24, grown by 4: box (6, 24, 1, 29)
     np.testing.assert_array_equal(out[0].image, image[6:24, 1:29].astype(np.uint8))
     np.testing.assert_array_equal(out[0].masks["lung"], lungs_box_mask()[6:24, 1:29])
-    resized = list(apply_recipe(slices, CTRecipe(clahe_clip=None, image_size=16)))
+    resized = list(apply_recipe(slices, CTRecipe(clahe_clip=None, image_size=16, crop_jitter=0)))
     assert resized[0].image.shape == (16, 16) and resized[0].masks["lung"].shape == (16, 16)
 
 
-def test_crop_with_lung_model_uses_the_predicted_mask():
-    volume_image = np.zeros((32, 32, 3), np.int16)
-    volume = Volume("v", volume_image, np.eye(4), "hu", "/v.nii.gz")
-    seen = []
+def test_training_jitter_grows_the_label_box_by_a_seeded_random_0_to_jitter_pixels():
+    lungs = np.pad(lungs_box_mask(), 16)  # rows 26..35, columns 21..40 of 64 x 64
+    slice_record = Record("v/0", np.zeros((64, 64), np.uint8), "ct", "display", "/v", masks={"lung": lungs})
+    recipe = CTRecipe(crop_margin=2, crop_jitter=5)
+    boxes = {jittered_label_box(slice_record, recipe, seed) for seed in range(40)}
+    exact = (26 - 2, 36 + 2, 21 - 2, 41 + 2)
+    assert len(boxes) > 10
+    for y0, y1, x0, x1 in boxes:
+        assert exact[0] - 5 <= y0 <= exact[0] and exact[1] <= y1 <= exact[1] + 5
+        assert exact[2] - 5 <= x0 <= exact[2] and exact[3] <= x1 <= exact[3] + 5
+    assert jittered_label_box(slice_record, recipe, 3) == jittered_label_box(slice_record, recipe, 3)
 
-    def predictor(slice_record: Record) -> np.ndarray:
-        seen.append(slice_record.slice_index)
-        return lungs_box_mask()
 
-    cropped = list(crop_with_lung_model(volume, predictor, margin=2))
-    assert seen == [0, 1, 2]
-    assert [r.image.shape for r in cropped] == [(14, 24)] * 3  # rows 8..21, columns 3..26
+def test_records_outside_training_never_crop_with_their_labels():
+    """Rule "model" without a lung model: a test record cannot fall back on its own lung label."""
+    test_record = Record(
+        "v/0",
+        np.zeros((32, 32), np.uint8),
+        "ct",
+        "display",
+        "/v",
+        masks={"lung": lungs_box_mask()},
+        split="test",
+        volume_id="v",
+        slice_index=0,
+    )
+    with pytest.raises(ValueError, match='crop rule "model" needs a lung model'):
+        list(apply_recipe([test_record], CTRecipe(keep_fraction=1.0)))
+    predicted = np.zeros((32, 32), np.uint8)
+    predicted[2:6, 3:9] = 1
+
+    def predictor(images, intensity):
+        assert intensity == "display" and len(images) == 1
+        return [predicted]
+
+    recipe = CTRecipe(keep_fraction=1.0, clahe_clip=None, image_size=None, crop_margin=0)
+    (out,) = apply_recipe([test_record], recipe, predictor)
+    assert out.image.shape == (4, 6)  # the PREDICTED box, not the label's (10 x 20)
+    np.testing.assert_array_equal(out.masks["lung"], lungs_box_mask()[2:6, 3:9])
+
+
+def test_test_inputs_do_not_change_when_test_labels_are_corrupted():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+
+    def volume(masks):
+        return [
+            Record(
+                f"t/{k}",
+                image,
+                "ct",
+                "display",
+                "/t",
+                masks=masks,
+                split="test",
+                volume_id="t",
+                slice_index=k,
+            )
+            for k in range(3)
+        ]
+
+    def predictor(images, intensity):
+        return [lungs_box_mask() for _ in images]
+
+    recipe = CTRecipe(keep_fraction=1.0, image_size=16)
+    clean = list(apply_recipe(volume({"lung": lungs_box_mask()}), recipe, predictor))
+    noise = rng.integers(0, 2, (32, 32)).astype(np.uint8)
+    corrupt = list(apply_recipe(volume({"lung": noise}), recipe, predictor))
+    inputs, _ = model_inputs([image] * 3, "display", recipe, [lungs_box_mask()] * 3)
+    for a, b, expected in zip(clean, corrupt, inputs, strict=True):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.image, expected)
 
 
 def threshold_segmenter(input_size: int = 16) -> Segmenter:
@@ -162,7 +223,7 @@ def threshold_segmenter(input_size: int = 16) -> Segmenter:
     return Segmenter(model, ("lung",), False, ThresholdChoice.fixed(0.5, 1), PreprocessSpec())
 
 
-def test_lung_predictor_drives_the_crop_of_records_without_a_lung_mask():
+def test_lung_predictor_drives_the_crop_of_records_outside_training():
     image = np.zeros((32, 32), np.uint8)
     image[8:24, 4:20] = 255  # bright 'lung' on even pixel edges: exact through the 16-px model
     slices = [
@@ -171,9 +232,9 @@ def test_lung_predictor_drives_the_crop_of_records_without_a_lung_mask():
     predict = lung_predictor(threshold_segmenter())
     expected = np.zeros((32, 32), np.uint8)
     expected[8:24, 4:20] = 1
-    np.testing.assert_array_equal(predict(slices[0]), expected)
+    np.testing.assert_array_equal(predict([image], "display")[0], expected)
     recipe = CTRecipe(keep_fraction=1.0, clahe_clip=None, image_size=None, crop_margin=1)
-    out = list(apply_recipe(slices, recipe, lung_segmenter=threshold_segmenter()))
+    out = list(apply_recipe(slices, recipe, lung_predictor=predict))
     assert [r.image.shape for r in out] == [(18, 18)] * 2  # rows 7..24, columns 3..20
     assert out[0].image.min() == 0 and out[0].image[1:-1, 1:-1].min() == 255
 
@@ -181,7 +242,7 @@ def test_lung_predictor_drives_the_crop_of_records_without_a_lung_mask():
 def test_apply_recipe_to_volume_cuts_trims_and_enhances():
     hu = np.full((32, 32, 8), -600, np.int16)
     volume = Volume("vol", hu, np.eye(4), "hu", "/vol.nii.gz", masks={"lung": np.ones((32, 32, 8), np.uint8)})
-    out = list(apply_recipe_to_volume(volume, CTRecipe(image_size=8)))
+    out = list(apply_recipe_to_volume(volume, CTRecipe(image_size=8, crop="none")))
     assert [r.key for r in out] == ["vol/0002", "vol/0003", "vol/0004", "vol/0005"]
     assert all(r.image.shape == (8, 8) and r.image.dtype == np.uint8 for r in out)
 
@@ -194,3 +255,6 @@ def test_recipe_from_config_by_name_or_changed_fields():
         recipe_from_config("s4")
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['clip'\]"):
         recipe_from_config({"clip": 3.0})
+    assert recipe_from_config({"crop": False}).crop == "none"
+    with pytest.raises(ValueError, match="crop must be one of none, threshold, model; got 'label'"):
+        recipe_from_config({"crop": "label"})
