@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="?",
         const="mixed_bfloat16",
         default=None,
-        help="mixed precision policy (default when given: mixed_bfloat16)",
+        help="precision policy, overriding runtime.precision (default auto: by the hardware); "
+        "given alone: mixed_bfloat16",
     )
     run.add_argument("--resume", action="store_true", help="continue the latest run of this experiment")
     run.add_argument(
