@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import hashlib
 import io
 import json
 import os
@@ -69,7 +68,9 @@ from data_prep.io import (
 from data_prep.phantoms import is_synthetic
 from data_prep.preprocess import window_hu
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
+from segmentation.bundle import read_bundle
 from segmentation.predict import Segmenter, binarize, load_segmenter, volume_probabilities
+from tfrecords.manifest import sha256_file
 
 SCHEMA, SCHEMA_VERSION = "covid-ct-report", 1
 SEVERITY_BOUNDS = (0.0, 5.0, 25.0, 50.0, 75.0)  # percent; score = number of bounds exceeded
@@ -86,11 +87,7 @@ MONTAGE_TILES, MONTAGE_COLUMNS = 8, 4
 
 def bundle_checksum(path: Path) -> str:
     """SHA-256 of a model bundle's `.keras` file: its identity in report.json and cohort.csv."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 @dataclass(frozen=True)
@@ -104,7 +101,8 @@ class ReportModels:
 
     @cached_property
     def records(self) -> list[dict]:
-        """JSON-ready model entries: role, bundle name (run folder/file), path, SHA-256, decision rule."""
+        """JSON-ready model entries: role, bundle name (run folder/file), path, SHA-256, decision rule, and
+        the models its bundle depends on (e.g. the lung model of a crop cascade, with their SHA-256)."""
         segmenters = {"lung": self.lung, "infection": self.infection}
         segmenters |= {f"stream:{name}": model for name, model in self.streams.items()}
         return [
@@ -114,6 +112,7 @@ class ReportModels:
                 "path": str(path.resolve()),
                 "sha256": bundle_checksum(path),
                 "decision": _decision(segmenters[role]),
+                "depends": (read_bundle(path) or {}).get("depends", {}),
             }
             for role, path in self.files.items()
         ]
@@ -658,7 +657,7 @@ def cohort_row(name: str, summary: dict) -> dict:
     }
     amounts["outside_lungs_not_counted"] = summary["outside_lungs"]["infection"]
     row = {"scan": name, "source": summary["scan"]["source"], "status": "ok", "unit": summary["unit"]}
-    row |= {f"{key}_ml": value.get("ml", "") for key, value in amounts.items()}
+    row |= {f"{key}_ml": round(value["ml"], 3) if "ml" in value else "" for key, value in amounts.items()}
     row |= {f"{key}_voxels": value["voxels"] for key, value in amounts.items()}
     row |= {
         f"infected_percent_{side}": round(lungs[side]["infected_percent"], 3)

@@ -18,6 +18,7 @@ from tests.experiments.pipelines.report.stubs import (
     VOXEL_ML,
     display_to_hu,
     encoded_volume,
+    expected_masks,
     save_band_model,
 )
 
@@ -77,7 +78,9 @@ def test_a_cohort_gives_a_row_per_scan_an_error_row_for_a_bad_one_and_skips_done
     for name in ("good", "series"):  # real spacing: mL and voxels, hand counts of the encoded volume
         row = rows[name]
         assert (row["status"], row["unit"], row["warnings"], row["error"]) == ("ok", "ml", "", "")
-        assert float(row["lung_right_ml"]) == pytest.approx(1120 * VOXEL_ML)
+        assert float(row["lung_right_ml"]) == pytest.approx(
+            1120 * VOXEL_ML, abs=5e-4
+        )  # rounded to 3 decimals
         assert (row["lung_right_voxels"], row["lung_left_voxels"], row["lung_total_voxels"]) == (
             "1120",
             "960",
@@ -93,7 +96,7 @@ def test_a_cohort_gives_a_row_per_scan_an_error_row_for_a_bad_one_and_skips_done
             "56",
         )
         assert (row["infection_total_voxels"], row["outside_lungs_not_counted_voxels"]) == ("56", "36")
-        assert float(row["infection_total_ml"]) == pytest.approx(56 * VOXEL_ML)
+        assert float(row["infection_total_ml"]) == pytest.approx(56 * VOXEL_ML, abs=5e-4)
         assert float(row["infected_percent_total"]) == pytest.approx(100 * 56 / 2080, abs=1e-3)
         assert (row["severity_right"], row["severity_left"], row["severity_score"], row["grade"]) == (
             "1",
@@ -145,11 +148,10 @@ def run_report_command(*arguments):
 
 
 def test_the_command_reports_a_cohort_and_exits_2_when_a_scan_fails(tmp_path, report_model_files):
-    nan = encoded_volume()["image"].astype(np.float32)
-    nan[:6, :, 0] = np.nan
+    """A label mask passed as a scan: one error line and an error row; the good scan is reported."""
     (tmp_path / "cohort").mkdir()
     write_nifti(tmp_path / "cohort" / "good.nii.gz", encoded_volume()["image"][::-1, ::-1, :], LPS)
-    write_nifti(tmp_path / "cohort" / "nan.nii.gz", nan, LPS)
+    write_nifti(tmp_path / "cohort" / "mask.nii.gz", expected_masks(encoded_volume())[0], LPS)
     result = run_report_command(
         tmp_path / "cohort",
         "--lung-model",
@@ -162,7 +164,7 @@ def test_the_command_reports_a_cohort_and_exits_2_when_a_scan_fails(tmp_path, re
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: {tmp_path / 'cohort' / 'nan.nii.gz'}: 192 voxels are NaN or infinite; not a CT scan"
+        f"error: {tmp_path / 'cohort' / 'mask.nii.gz'}: only 3 distinct values (0, 1, 2): a label mask, not a CT scan"
     ]
     lines = result.stdout.splitlines()
     assert lines[0] == (
@@ -170,7 +172,10 @@ def test_the_command_reports_a_cohort_and_exits_2_when_a_scan_fails(tmp_path, re
         f"outside the lungs: {36 * VOXEL_ML:.1f} mL, not counted"
     )
     assert lines[-1] == f"2 scan(s): 1 reported, 0 already done, 1 failed; {tmp_path / 'out' / 'cohort.csv'}"
-    assert [row["status"] for row in read_rows(tmp_path / "out" / "cohort.csv").values()] == ["ok", "error"]
+    assert [row["status"] for row in read_rows(tmp_path / "out" / "cohort.csv").values()] == [
+        "ok",
+        "error",
+    ]  # good, mask
 
 
 def test_the_command_rejects_a_missing_model_in_one_line_and_writes_nothing(tmp_path):
