@@ -130,7 +130,8 @@ def _table(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """Exit status 0 when every scan was reported (or already done), 2 when any failed."""
-    from experiments.pipelines.report import find_scans, load_models, run_cohort
+    from experiments.pipelines.report import load_models
+    from experiments.pipelines.report_cohort import find_scans, run_cohort
 
     streams = {}
     for item in args.stream_model:

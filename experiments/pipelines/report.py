@@ -1,5 +1,7 @@
 """CT report: lungs and infection on whole scans (NIfTI files or DICOM series), one folder per scan, a cohort CSV.
 
+This module reports one scan; `report_cohort` runs many and writes cohort.csv, `report_montage` draws.
+
 `python -m experiments report SCAN [SCAN ...] --lung-model L.keras [--infection-model I.keras |
 --stream-model ggo=G.keras ...] --out DIR`; a SCAN is a `.nii` / `.nii.gz` file, a DICOM series
 folder, a folder of those (searched recursively) or a glob pattern. DIR gets `cohort.csv` (one row
@@ -11,7 +13,7 @@ per scan) and, per scan, `DIR/<scan>/` with:
 - `montage.png`: axial slices with the most infection and evenly spaced ones, contours and legend.
 Both masks have the input's voxel grid and affine (a DICOM series: its columns, rows and slices, the
 LPS geometry converted to RAS+). Re-running skips a scan whose report.json has the same source, schema
-version and model checksums; a scan that fails gets an error row and the others go on.
+version, model checksums and orientation; a scan that fails gets an error row and the others go on.
 
 Rules stated here:
 - Inference is `segmentation.predict`'s: `volume_probabilities` on the canonical RAS+ volume's axial
@@ -34,13 +36,9 @@ Rules stated here:
 
 from __future__ import annotations
 
-import csv
-import glob
-import io
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,12 +46,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from tqdm import tqdm
 
-from data_prep.dicom import is_dicom_series_folder, read_scan
+from data_prep.dicom import read_scan
 from data_prep.errors import DataError
 from data_prep.io import (
     NIFTI_SUFFIXES,
@@ -66,7 +60,7 @@ from data_prep.io import (
     write_nifti,
 )
 from data_prep.phantoms import is_synthetic
-from data_prep.preprocess import window_hu
+from experiments.pipelines.report_montage import montage
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
 from segmentation.bundle import read_bundle
 from segmentation.predict import Segmenter, binarize, load_segmenter, volume_probabilities
@@ -78,8 +72,6 @@ LUNG_LABELS = {"left": 1, "right": 2}
 OUTSIDE_LUNGS_OFFSET = 10  # infection_mask value 10 + k: manifestation k predicted outside the lungs
 MASK_LEVELS = 16  # a volume with at most this many distinct values is a label mask, not a scan
 ORIENTATIONS = ("display", "stored")
-OBLIQUE_LETTER_MIN = 0.25  # a direction component at least this large adds its letter (e.g. "AL")
-MONTAGE_TILES, MONTAGE_COLUMNS = 8, 4
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -438,95 +430,8 @@ def _number(amount: dict) -> str:
     return f"{amount['ml']:.1f}" if "ml" in amount else str(amount["voxels"])
 
 
-def _letters(direction: np.ndarray) -> str:
-    unit = direction / np.linalg.norm(direction)
-    order = np.argsort(-np.abs(unit), kind="stable")
-    return "".join(
-        ("RAS"[a] if unit[a] > 0 else "LPI"[a]) for a in order if abs(unit[a]) >= OBLIQUE_LETTER_MIN
-    )
-
-
-def orientation_letters(affine: np.ndarray) -> dict[str, str]:
-    """Patient directions at the edges of a display-orientation axial slice (`data_prep.io.to_display`) of a
-    canonical volume with voxel-to-RAS+ `affine`: keys top, bottom, left, right; e.g. "A", or "AL" oblique."""
-    up, rightwards = affine[:3, 1], -affine[:3, 0]  # display rows run against y, columns against x
-    return {
-        "top": _letters(up),
-        "bottom": _letters(-up),
-        "left": _letters(-rightwards),
-        "right": _letters(rightwards),
-    }
-
-
-def montage_slices(
-    counted_per_slice: np.ndarray, lung_per_slice: np.ndarray, count: int = MONTAGE_TILES
-) -> list:
-    """[(k, why)] sorted by k: up to count // 2 slices with the most counted infection (at least
-    len / (2 count) apart), the rest evenly spaced over the slices with lung (all slices if none)."""
-    gap = max(1, len(counted_per_slice) // (2 * count))
-    burden = []
-    for k in np.argsort(-counted_per_slice, kind="stable"):
-        if counted_per_slice[k] == 0 or len(burden) == count // 2:
-            break
-        if all(abs(int(k) - other) >= gap for other in burden):
-            burden.append(int(k))
-    span = np.flatnonzero(lung_per_slice)
-    span = span if span.size else np.arange(len(lung_per_slice))
-    even = np.unique(np.linspace(span[0], span[-1], num=count - len(burden)).round().astype(int))
-    chosen = {k: "most infection" for k in burden} | {
-        int(k): "evenly spaced" for k in even if k not in burden
-    }
-    return sorted(chosen.items())
-
-
-def to_display_uint8(array: np.ndarray, kind: str) -> np.ndarray:
-    """A checked ("hu" or "display") volume -> uint8 display values for montages (HU: lung window)."""
-    return window_hu(array, preset="lung") if kind == "hu" else np.clip(array, 0, 255).astype(np.uint8)
-
-
-def montage(report: VolumeReport, name: str) -> Figure:
-    """Axial slices with lung contours, counted infection (red) and outside-lung predictions (orange)."""
-    summary, scan = report.summary, report.scan
-    image = to_display_uint8(scan.array, summary["scan"]["intensity"])
-    counted = (report.infection > 0) & report.lung
-    outside = (report.infection > 0) & ~report.lung
-    picks = montage_slices(counted.sum(axis=(0, 1)), report.lung.sum(axis=(0, 1)))
-    rows = -(-len(picks) // MONTAGE_COLUMNS)
-    figure = Figure(figsize=(3.2 * MONTAGE_COLUMNS, 3.4 * rows + 0.9), facecolor="black")
-    letters = orientation_letters(scan.affine)
-    aspect = scan.spacing_mm[1] / scan.spacing_mm[0]  # display rows follow y, columns x
-    for tile, (k, why) in enumerate(picks):
-        axes = figure.add_subplot(rows, MONTAGE_COLUMNS, tile + 1)
-        axes.imshow(
-            to_display(image[:, :, k]), cmap="gray", vmin=0, vmax=255, aspect=aspect, interpolation="nearest"
-        )
-        for mask, colour in ((counted, (0.9, 0.1, 0.1, 0.55)), (outside, (1.0, 0.6, 0.0, 0.55))):
-            overlay = np.zeros((*to_display(mask[:, :, k]).shape, 4))
-            overlay[to_display(mask[:, :, k])] = colour
-            axes.imshow(overlay, aspect=aspect, interpolation="nearest")
-        if report.lung[:, :, k].any():
-            axes.contour(
-                to_display(report.lung[:, :, k]).astype(float), levels=[0.5], colors="lime", linewidths=0.8
-            )
-        for edge, (x, y) in {
-            "top": (0.5, 0.97),
-            "bottom": (0.5, 0.03),
-            "left": (0.03, 0.5),
-            "right": (0.97, 0.5),
-        }.items():
-            axes.text(
-                x,
-                y,
-                letters[edge],
-                transform=axes.transAxes,
-                color="yellow",
-                fontsize=10,
-                weight="bold",
-                ha="center",
-                va="center",
-            )
-        axes.set_title(f"slice {k} ({why})", color="white", fontsize=9)
-        axes.set_axis_off()
+def montage_title(summary: dict, name: str) -> str:
+    """The montage's title: SYNTHETIC mark, scan name, spacing (or placeholder), and the headline."""
     spacing = summary["scan"]["spacing_mm"]
     if summary["unit"] == "ml":
         geometry = f"spacing {spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"
@@ -535,28 +440,7 @@ def montage(report: VolumeReport, name: str) -> Figure:
     if summary["scan"]["orientation"] == "stored":
         geometry += "; orientation assumed"
     prefix = "SYNTHETIC phantom - " if summary["scan"]["synthetic"] else ""
-    figure.suptitle(f"{prefix}{name}  ({geometry})\n{headline(summary)}", color="white", fontsize=10)
-    figure.legend(
-        handles=[
-            Line2D([], [], color="lime", label="lung (predicted)"),
-            Patch(color=(0.9, 0.1, 0.1), label="infection inside the lungs (counted)"),
-            Patch(color=(1.0, 0.6, 0.0), label="predicted outside the lungs (not counted)"),
-        ],
-        loc="lower center",
-        ncol=3,
-        frameon=False,
-        labelcolor="white",
-        fontsize=9,
-    )
-    figure.subplots_adjust(
-        left=0.01,
-        right=0.99,
-        top=1 - 0.75 / figure.get_figheight(),
-        bottom=0.45 / figure.get_figheight(),
-        wspace=0.04,
-        hspace=0.12,
-    )
-    return figure
+    return f"{prefix}{name}  ({geometry})\n{headline(summary)}"
 
 
 def _replace_folder(staging: Path, out_dir: Path) -> None:
@@ -591,7 +475,14 @@ def write_report(
             )
         (staging / "report.json").write_text(json.dumps(report.summary, indent=2) + "\n")
         (staging / "report.md").write_text(markdown(report.summary, name))
-        montage(report, name).savefig(staging / "montage.png", dpi=100, facecolor="black")
+        figure = montage(
+            report.scan,
+            report.summary["scan"]["intensity"],
+            report.lung,
+            report.infection,
+            montage_title(report.summary, name),
+        )
+        figure.savefig(staging / "montage.png", dpi=100, facecolor="black")
         _replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -599,150 +490,6 @@ def write_report(
     return report.summary
 
 
-# ---- cohorts ------------------------------------------------------------------------------------
-
-
 def scan_name(path: Path) -> str:
     """A scan's name: the NIfTI file name without its suffix, or the DICOM folder's name."""
     return nifti_stem(path) if path.name.endswith(NIFTI_SUFFIXES) else path.name
-
-
-def _scans_in_folder(folder: Path) -> list[Path]:
-    """NIfTI files and DICOM series folders under `folder` (recursively; a series folder is not entered)."""
-    if is_dicom_series_folder(folder):
-        return [folder]
-    found = []
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_dir():
-            found += _scans_in_folder(entry)
-        elif entry.name.endswith(NIFTI_SUFFIXES):
-            found.append(entry)
-    return found
-
-
-def find_scans(inputs: Sequence[str | Path]) -> dict[str, Path]:
-    """Scan name -> path for the command line's inputs (files, series folders, cohort folders, globs),
-    in input order; repeated names get "-2", "-3", ...; an input that holds no scan is a DataError."""
-    paths: list[Path] = []
-    for item in map(str, inputs):
-        matches = [Path(m) for m in sorted(glob.glob(item))] if glob.has_magic(item) else [Path(item)]
-        if not matches:
-            raise DataError(item, "matches no file or folder")
-        for match in matches:
-            if match.is_dir() and not is_dicom_series_folder(match):
-                found = _scans_in_folder(match)
-                if not found:
-                    raise DataError(match, "holds no .nii / .nii.gz file or DICOM series")
-                paths += found
-            else:
-                paths.append(match)
-    named: dict[str, Path] = {}
-    for path in dict.fromkeys(paths):  # the same scan given twice is one scan
-        name, copy = scan_name(path), 2
-        while name in named:
-            name, copy = f"{scan_name(path)}-{copy}", copy + 1
-        named[name] = path
-    return named
-
-
-def cohort_row(name: str, summary: dict) -> dict:
-    """One cohort.csv row from a report.json: volumes (mL and voxels), percentages, scores, warnings, models."""
-    lungs = summary["lungs"]
-    amounts = {f"lung_{side}": lungs[side]["volume"] for side in ("right", "left", "total")}
-    amounts |= {f"infection_{side}": lungs[side]["infection"] for side in ("right", "left", "total")}
-    amounts |= {
-        f"{manifestation}_total": v["total"] for manifestation, v in summary["manifestations"].items()
-    }
-    amounts["outside_lungs_not_counted"] = summary["outside_lungs"]["infection"]
-    row = {"scan": name, "source": summary["scan"]["source"], "status": "ok", "unit": summary["unit"]}
-    row |= {f"{key}_ml": round(value["ml"], 3) if "ml" in value else "" for key, value in amounts.items()}
-    row |= {f"{key}_voxels": value["voxels"] for key, value in amounts.items()}
-    row |= {
-        f"infected_percent_{side}": round(lungs[side]["infected_percent"], 3)
-        for side in ("right", "left", "total")
-    }
-    row |= {f"severity_{side}": lungs[side]["severity_score"] for side in ("right", "left")}
-    row |= {"severity_score": summary["severity"]["score"], "grade": summary["severity"]["grade"]}
-    row |= {
-        "synthetic": summary["scan"]["synthetic"],
-        "warnings": " | ".join(summary["warnings"]),
-        "error": "",
-    }
-    row |= {f"model_{m['role'].replace(':', '_')}_sha256": m["sha256"] for m in summary["models"]}
-    return row
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    ordered = sorted(rows, key=lambda row: row["status"] == "error")  # error rows have fewer columns
-    columns = list(dict.fromkeys(key for row in ordered for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
-
-
-def _done(report_json: Path, source: Path, checksums: list[str]) -> dict | None:
-    """The existing report.json when it is this scan's with this schema and these models, else None."""
-    if not report_json.is_file():
-        return None
-    try:
-        summary = json.loads(report_json.read_text())
-    except json.JSONDecodeError:
-        return None
-    same = (
-        summary.get("schema_version") == SCHEMA_VERSION
-        and summary.get("scan", {}).get("source") == str(source.resolve())
-        and [m.get("sha256") for m in summary.get("models", [])] == checksums
-    )
-    return summary if same else None
-
-
-@dataclass(frozen=True)
-class CohortResult:
-    rows: list[dict]  # cohort.csv rows, in scan order
-    failed: int
-    skipped: int
-
-
-def run_cohort(
-    scans: dict[str, Path],
-    out_dir: str | Path,
-    models: ReportModels,
-    orientation: str = "display",
-    progress: bool | None = None,
-) -> CohortResult:
-    """Reports every scan into `out_dir/<name>/` and writes `out_dir/cohort.csv` (after each scan).
-
-    A scan that fails gets a row with status "error" and its problem, and an `error: <file>: <problem>`
-    line on stderr; the others go on. progress: a tqdm bar (None: only on a terminal).
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    checksums = [record["sha256"] for record in models.records]
-    rows, failed, skipped = [], 0, 0
-    for name, path in tqdm(
-        scans.items(), desc="CT report", unit="scan", disable=None if progress is None else not progress
-    ):
-        summary = _done(out_dir / name / "report.json", path, checksums)
-        try:
-            if summary is None:
-                summary = write_report(path, out_dir / name, models, orientation)
-                tqdm.write(f"{name}: {headline(summary)}")
-            else:
-                skipped += 1
-                tqdm.write(f"{name}: already done, skipped")
-            rows.append(cohort_row(name, summary))
-        except Exception as error:  # one bad scan must not stop a cohort; DataError is the usual case
-            failed += 1
-            problem = (
-                str(error) if isinstance(error, DataError) else f"{path}: {type(error).__name__}: {error}"
-            )
-            tqdm.write(f"error: {problem}", file=sys.stderr)
-            rows.append({"scan": name, "source": str(path.resolve()), "status": "error", "error": problem})
-        _write_csv(out_dir / "cohort.csv", rows)
-    return CohortResult(rows, failed, skipped)

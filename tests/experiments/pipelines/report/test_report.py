@@ -16,7 +16,14 @@ from data_prep.adapters.zenodo import ZenodoCovidCtSeg
 from data_prep.dicom import read_scan
 from data_prep.errors import DataError
 from data_prep.io import write_nifti
-from experiments.pipelines.report import check_intensity, load_models, measure, run_report, write_report
+from experiments.pipelines.report import (
+    OUTSIDE_LUNGS_OFFSET,
+    check_intensity,
+    load_models,
+    measure,
+    run_report,
+    write_report,
+)
 from tests.data_prep.dicom_series import LPS_TO_RAS, axis_aligned_lps, rotation_x, write_series
 from tests.experiments.pipelines.report.stubs import (
     LEFT_LESION,
@@ -221,3 +228,37 @@ def test_a_shared_zenodo_volume_is_reported_in_voxels_on_its_own_grid(shared_dat
     np.testing.assert_array_equal(written.affine, source.affine)
     dark_voxels = int((np.asarray(source.dataobj) < 0.3 * 255).sum())  # the stand-in's lung, counted by hand
     assert summary["lungs"]["total"]["volume"] == {"voxels": dark_voxels}
+
+
+def test_stream_models_give_one_row_per_manifestation_and_outside_labels_10_plus_k(
+    tmp_path, report_model_files
+):
+    """GGO stream: the inside lesions (170-190); consolidation stream: the outside lesion (225-245)."""
+    streams = {
+        "ggo": save_band_model(tmp_path / "ggo_run", "ggo", 150 / 255, 210 / 255),
+        "consolidation": save_band_model(tmp_path / "consolidation_run", "consolidation", 215 / 255, 2.0),
+    }
+    models = load_models(report_model_files["lung"], streams=streams)
+    path = tmp_path / "scan.nii.gz"
+    write_nifti(path, encoded_volume()["image"][::-1, ::-1, :], LPS)
+    summary = write_report(path, tmp_path / "report", models)
+    ggo, consolidation = summary["manifestations"]["ggo"], summary["manifestations"]["consolidation"]
+    assert (ggo["right"]["voxels"], ggo["left"]["voxels"], ggo["outside_lungs"]["voxels"]) == (48, 8, 0)
+    assert (consolidation["total"]["voxels"], consolidation["outside_lungs"]["voxels"]) == (0, 36)
+    assert summary["lungs"]["total"]["infection"]["voxels"] == 56
+    assert summary["outside_lungs"]["infection"]["voxels"] == 36
+    assert [m["role"] for m in summary["models"]] == ["lung", "stream:ggo", "stream:consolidation"]
+    written = to_canonical(np.asarray(nib.load(tmp_path / "report" / "infection_mask.nii.gz").dataobj))
+    volume = encoded_volume()
+    assert set(np.unique(written[volume["right_lesion"] | volume["left_lesion"]])) == {1}  # ggo, inside
+    assert set(np.unique(written[volume["outside"]])) == {OUTSIDE_LUNGS_OFFSET + 2}  # consolidation, outside
+    assert summary["labels"]["infection_mask"]["12"] == "consolidation (outside the lungs, not counted)"
+
+
+def to_canonical(stored_lps: np.ndarray) -> np.ndarray:
+    return stored_lps[::-1, ::-1, :]
+
+
+def test_an_unknown_stream_manifestation_is_refused(report_model_files):
+    with pytest.raises(DataError, match="unknown stream manifestation; known: ggo, consolidation, effusion"):
+        load_models(report_model_files["lung"], streams={"nodule": report_model_files["infection"]})

@@ -9,7 +9,8 @@ import pytest
 
 from data_prep.errors import DataError
 from data_prep.io import write_nifti
-from experiments.pipelines.report import find_scans, load_models, run_cohort
+from experiments.pipelines.report import load_models
+from experiments.pipelines.report_cohort import find_scans, run_cohort
 from tests.conftest import REPO_ROOT
 from tests.data_prep.dicom_series import axis_aligned_lps, write_series
 from tests.experiments.pipelines.report.stubs import (

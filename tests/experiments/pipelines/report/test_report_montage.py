@@ -3,7 +3,8 @@
 import numpy as np
 
 from data_prep.io import read_nifti, write_nifti
-from experiments.pipelines.report import montage_slices, orientation_letters, write_report
+from experiments.pipelines.report import write_report
+from experiments.pipelines.report_montage import montage_slices, orientation_letters
 from tests.experiments.pipelines.report.stubs import LPS, encoded_volume
 
 
