@@ -44,6 +44,8 @@ class DataConfig:
     folds: k-fold cross-validation by case (patient, else volume): fold k tests the cases of fold k,
       validates on `val_fraction` of the others (at least one case) and trains on the rest, so every
       case is tested exactly once; None = one split as `split` says.
+    cv_protocol: "rest" (as above) or "ma_task1" (Ma et al.'s Task 1 on the full 20-case download:
+      fold k trains on its own 4 cases, one of them for validation, and the 16 others are tested).
     """
 
     dataset: str = "covid_qu_ex"
@@ -65,6 +67,7 @@ class DataConfig:
     label_map: dict[str, str] = field(default_factory=dict)
     phantom: bool = False
     folds: int | None = None
+    cv_protocol: str = "rest"
 
 
 @dataclass

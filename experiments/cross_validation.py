@@ -1,7 +1,7 @@
 """k-fold cross-validation by case for segmentation rows, scored on whole held-out volumes.
 
 `data.folds: k` deals the cases (patients, else volumes) into k folds (`experiments.data.fold_table`).
-Fold i trains on the other folds less one validation case, chooses its threshold on that case, writes
+Fold i (protocol "rest") trains on the other folds less one validation case, chooses its threshold on that case, writes
 a self-contained model bundle in `fold-<i>/`, and is scored on the whole volumes of its test cases
 through the bundle (`segmentation.volume_eval`, the `segmentation predict` path): 3-D Dice, NSD,
 HD95 and volumes per case, Dice per slice. Over the k folds every case is tested exactly once; the
@@ -9,12 +9,14 @@ run's summary gives the per-case mean with its SD and a bootstrap CI over all ca
 
 A recipe crop by rule "model" names its lung model `run:<row>`: fold i then uses `fold-<i>` of that
 row's latest run, which must have been trained on no case that fold i tests.
-A finished fold (`fold-<i>/eval/cases.csv`) is kept when the run resumes.
+A finished fold (`fold-<i>/eval/cases.csv`) is kept when the run resumes. `fold-<i>/timing.json`
+holds the wall and CPU seconds (all threads of the process) of training and of evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import pandas as pd
 
 from data_prep.adapters import open_dataset
 from data_prep.io import write_nifti
-from experiments.data import data_record, dataset_root, make_split_table, prepare_data
+from experiments.data import CV_PROTOCOLS, data_record, dataset_root, make_split_table, prepare_data
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, segmentation_config, summary_entry
 from segmentation.bundle import load_segmenter
@@ -109,10 +111,16 @@ def run_fold(context: Any, fold: int) -> VolumeEvaluation:
     run = segmentation_config(
         config, str(manifest.directory), fold_dir, context.strategy.num_replicas_in_sync
     )
+    wall, cpu = time.perf_counter(), time.process_time()
     best = train_segmenter(run, context.strategy)
+    timing = {"train_wall_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
     cases_dir = context.cache_dir / "cases" / root.name
     pairs = export_cases(data.dataset, root, cases["test"], cases_dir, mask)
-    return evaluate_volumes(load_segmenter(best), pairs, mask)
+    wall, cpu = time.perf_counter(), time.process_time()
+    evaluation = evaluate_volumes(load_segmenter(best), pairs, mask)
+    timing |= {"eval_wall_s": time.perf_counter() - wall, "eval_cpu_s": time.process_time() - cpu}
+    write_json(fold_dir / "timing.json", {key: round(value, 1) for key, value in timing.items()})
+    return evaluation
 
 
 def _flat_summary(summary: dict[str, Any]) -> Summary:
@@ -147,8 +155,9 @@ def run_cross_validation(context: Any) -> Summary:
     cases, slices = pd.concat(case_tables, ignore_index=True), pd.concat(slice_tables, ignore_index=True)
     summary = summarize(cases, config.runtime.seed, config.evaluation.bootstrap_resamples, slices)
     summary["protocol"] = (
-        f"{config.data.folds}-fold cross-validation by case; each case tested once by the fold that "
-        "did not train on it; whole volumes through the model bundle (segmentation predict's path)"
+        f"{config.data.folds}-fold cross-validation by case ({config.data.cv_protocol}: "
+        f"{CV_PROTOCOLS[config.data.cv_protocol]}); whole volumes through the model bundle "
+        "(segmentation predict's path)"
     )
     montage = worst_case_montage(VolumeEvaluation(cases, slices, previews), 4)
     write_evaluation(context.run_dir / "eval", cases, slices, summary, montage)

@@ -92,22 +92,39 @@ def _split(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFra
     return patient_split(grouped, val=val, test=test, seed=seed)[COLUMNS]
 
 
-def fold_table(rows: pd.DataFrame, folds: int, fold: int, val_fraction: float, seed: int) -> pd.DataFrame:
-    """Fold `fold` of a case-wise k-fold split of `_rows` output: split "test" = the cases of that fold,
-    "val" = max(1, round(val_fraction x the other cases)) of the other cases (seeded), "train" = the
-    rest; column "fold" = each case's fold."""
+CV_PROTOCOLS = {
+    "rest": "fold k is tested; the other folds train (less the validation cases): each case tested once",
+    "ma_task1": "Ma et al.'s Task 1: fold k trains (less one validation case); the other folds are tested",
+}
+
+
+def fold_table(
+    rows: pd.DataFrame, folds: int, fold: int, val_fraction: float, seed: int, protocol: str = "rest"
+) -> pd.DataFrame:
+    """Fold `fold` of a case-wise k-fold split of `_rows` output; column "fold" = each case's fold.
+
+    protocol "rest": split "test" = the cases of that fold, "val" = max(1, round(val_fraction x the
+    other cases)) of the other cases (seeded), "train" = the rest. "ma_task1" (Ma et al. 2021, 20
+    cases: 4 train / 16 test): "train" = the fold's cases less one "val" case (seeded), "test" = all
+    other cases.
+    """
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    if protocol not in CV_PROTOCOLS:
+        raise ValueError(f"cv protocol must be one of {', '.join(CV_PROTOCOLS)}; got {protocol!r}")
     grouped = rows[["key", "patient_id", "label", "kind"]].itertuples(index=False)
     table = kfold_split(grouped, folds=folds, test=0.0, seed=seed)
     cases = table[["patient_id", "fold"]].drop_duplicates("patient_id")
-    others = sorted(cases.loc[cases["fold"] != fold, "patient_id"])
-    if not others:
-        raise ValueError(f"fold {fold}: no case is left for training")
-    count = min(max(1, round(val_fraction * len(others))), len(others) - 1)
-    val = set(np.random.default_rng([seed, fold]).permutation(others)[:count])
+    in_fold = cases["fold"] == fold
+    training = sorted(cases.loc[~in_fold if protocol == "rest" else in_fold, "patient_id"])
+    if len(training) < 2:
+        raise ValueError(f"fold {fold}: fewer than 2 cases to train and validate on")
+    count = (
+        1 if protocol == "ma_task1" else min(max(1, round(val_fraction * len(training))), len(training) - 1)
+    )
+    val = set(np.random.default_rng([seed, fold]).permutation(training)[:count])
     table["split"] = np.where(
-        table["fold"] == fold, "test", np.where(table["patient_id"].isin(val), "val", "train")
+        ~table["patient_id"].isin(training), "test", np.where(table["patient_id"].isin(val), "val", "train")
     )
     check_no_leakage(table)
     return table[[*COLUMNS, "fold"]]
@@ -134,8 +151,8 @@ def make_split_table(
     if data.folds:
         if fold is None:
             raise ValueError(f"data.folds is {data.folds}: say which fold to prepare")
-        table = fold_table(rows, data.folds, fold, data.val_fraction, seed)
-        return table, f"{grouping} {data.folds}-fold cross-validation"
+        table = fold_table(rows, data.folds, fold, data.val_fraction, seed, data.cv_protocol)
+        return table, f"{grouping} {data.folds}-fold cross-validation ({data.cv_protocol})"
     present = set(rows["publisher"].dropna())
     if data.split == "patient" or (data.split == "publisher" and present <= {"train"}):
         return _split(rows, data.val_fraction, data.test_fraction, seed), grouping
@@ -206,6 +223,7 @@ def prepare_source(
             "test": data.test_fraction,
             "folds": data.folds,
             "fold": fold,
+            "cv_protocol": data.cv_protocol,
             "seed": seed,
         }
     )

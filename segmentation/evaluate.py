@@ -43,8 +43,10 @@ DEFINITIONS = {
     "per_image": "mean over images of the per-image value",
     "pooled": "one value from TP/FP/FN/TN summed over all pixels of the split",
     "per_case": "counts summed over the images of each case (patient_id), mean over cases",
-    "hd95": "max of the two directed 95th-percentile boundary distances; undefined if a mask is empty",
-    "nsd": "share of boundary pixels within the tolerance of the other boundary; 1 if both empty, 0 if one is",
+    "hd95": "95th-percentile robust Hausdorff distance, DeepMind surface-distance (surfels weighted by "
+    "their area): max of the two directed percentiles; undefined if a mask is empty",
+    "nsd": "normalised surface Dice at the tolerance, DeepMind surface-distance (area-weighted surfels); "
+    "1 if both empty, 0 if one is",
     "infnet_mean_dice": "Inf-Net: per-image Dice at 256 thresholds of min-max scaled probabilities, mean over "
     "images, then mean over thresholds (not Dice at one threshold)",
     "max_dice": "Inf-Net: the same curve's maximum over thresholds (an oracle threshold on this split)",

@@ -615,3 +615,12 @@ def test_phantom_marker_sets_synthetic(tmp_path, adapter, write_layout):
     assert not next(adapter(tmp_path).records()).synthetic
     (tmp_path / "SYNTHETIC.txt").write_text("SYNTHETIC PHANTOM\n")
     assert all(record.synthetic for record in adapter(tmp_path).records())
+
+
+def test_zenodo_radiopaedia_series_of_one_patient_share_a_patient_id():
+    from data_prep.adapters.zenodo import patient_of
+
+    assert patient_of("radiopaedia_10_85902_1") == patient_of("radiopaedia_10_85902_3") == "radiopaedia_10"
+    assert patient_of("radiopaedia_29_86490_1") == patient_of("radiopaedia_29_86491_1") == "radiopaedia_29"
+    assert patient_of("radiopaedia_4_85506_1") != patient_of("radiopaedia_40_86625_0")
+    assert patient_of("coronacases_001") == "coronacases_001"

@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,7 +25,7 @@ from experiments.data import fold_table, prepare_source
 from experiments.registry import get_experiment
 from experiments.runner import run_experiment
 from segmentation.bundle import load_segmenter
-from segmentation.predict import predict_probs, segmenter_inputs
+from segmentation.predict import predict_probs, segmenter_inputs, volume_probabilities
 from tfrecords.manifest import sha256_file
 from tfrecords.reader import read_examples
 
@@ -77,6 +78,20 @@ def test_fold_table_tests_every_case_once_and_validates_on_a_training_case():
     assert sorted(tested) == [f"c{c}" for c in range(9)]  # each case exactly once
     with pytest.raises(ValueError, match=r"fold must be in 0..4, got 5"):
         fold_table(rows, 5, 5, 0.15, seed=0)
+
+
+def test_ma_task1_trains_on_one_fold_and_tests_the_others():
+    rows = pd.DataFrame(
+        [(f"c{case}/{k}", f"c{case}", "infection", None, "inferred") for case in range(20) for k in range(2)],
+        columns=["key", "patient_id", "label", "publisher", "kind"],
+    )
+    trained = []
+    for fold in range(5):
+        table = fold_table(rows, 5, fold, 0.15, seed=0, protocol="ma_task1")
+        cases = {split: set(group["patient_id"]) for split, group in table.groupby("split")}
+        assert (len(cases["train"]), len(cases["val"]), len(cases["test"])) == (3, 1, 16)
+        trained += sorted(cases["train"] | cases["val"])
+    assert sorted(trained) == sorted(f"c{c}" for c in range(20))  # each case trains in one fold
 
 
 def test_scale_variants_are_named_override_sets():
@@ -134,10 +149,15 @@ def test_predict_on_the_raw_file_reproduces_the_evaluation_inputs_and_probabilit
     stored = np.stack([e["image"] for e in ours]).astype(np.float32)[..., None] / 255.0
     chosen = inputs[[e["slice_index"] for e in ours]]
     np.testing.assert_array_equal(chosen, stored)
-    np.testing.assert_allclose(
-        predict_probs(segmenter.model, chosen), predict_probs(segmenter.model, stored), atol=1e-6
-    )
-    assert any(box != (0, s.shape[0], 0, s.shape[1]) for box, s in zip(boxes, slices, strict=True))  # cropped
+    # what `segmentation predict` computes for the whole raw volume, on the evaluated slices
+    volume_probs = volume_probabilities(segmenter, scan.array, raw)
+    from_records = predict_probs(segmenter.model, stored)
+    for example, prob in zip(ours, from_records, strict=True):
+        k = example["slice_index"]
+        y0, y1, x0, x1 = boxes[k]
+        pasted = np.zeros((*slices[k].shape, 1), np.float32)
+        pasted[y0:y1, x0:x1] = cv2.resize(prob, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)[..., None]
+        np.testing.assert_allclose(to_display(volume_probs[:, :, k]), pasted, atol=1e-6)
 
 
 def _phantom_root(out: Path) -> Path:
