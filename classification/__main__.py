@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default RUN/eval)")
     evaluate.add_argument("--criterion", default=None, help="youden | f1 | accuracy (default: the config's)")
     evaluate.add_argument("--n-resamples", type=int, default=None, help="bootstrap resamples")
+    for command in (train, evaluate):
+        command.add_argument(
+            "--no-verify",
+            action="store_true",
+            help="skip checking the shards against their manifest SHA-256s",
+        )
 
     predict = commands.add_parser("predict", help="classify a folder of images or a NIfTI volume")
     predict.add_argument(
@@ -80,9 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> dict[str, Any] | None:
     from classification.train import load_run_config, train_classifier
     from common.model_files import load_model_file, require_output_rank
+    from common.shard_checks import verify_shards
 
     if args.command == "train":
         config = load_run_config(args.config, _overrides(args.set))
+        if not args.no_verify:
+            print(verify_shards(config.data.manifests))
         result = train_classifier(config, evaluate=not args.no_evaluate)
         return result["metrics"]
     if args.command == "predict":
@@ -102,6 +111,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.command == "evaluate":
         from classification.evaluate import evaluate_model
 
+        if not args.no_verify:
+            print(verify_shards(config.data.manifests))
         model = load_model_file(args.model or run / "best.keras")
         require_output_rank(model, 2, args.model or run / "best.keras")
         return evaluate_model(model, config.data, args.out or run / "eval", **options)

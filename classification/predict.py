@@ -1,13 +1,17 @@
 """Applying a trained classifier to one's own scans: `python -m classification predict MODEL INPUT OUT.csv`.
 
-INPUT is a folder of images (PNG/JPEG/... read with `data_prep.imageio.read_image`) or one NIfTI
-volume (`.nii`/`.nii.gz`; every axial slice in display orientation). Each image goes through the
+INPUT is a folder of images (PNG/JPEG/... read with `data_prep.imageio.read_image`, found by their
+content) or one NIfTI volume (`.nii`/`.nii.gz`; every axial slice in display orientation). A folder is
+searched recursively, so a class-folder layout (`COVID/`, `NonCOVID/`) works as it is; the sub-folder
+of each image is written in the `folder` column. Files that are neither images nor NIfTI volumes
+(`mapping.csv`, `Thumbs.db`, `notes.txt`) are skipped with one warning naming them; a file that looks
+like an image but does not decode is an error. Each image goes through the
 same write-time preprocessing as the training data (`tfrecords.spec.PreprocessSpec`, e.g.
 "window=lung,clahe"), is resized bilinearly to the model's input size, scaled to [0, 1] (uint8 / 255,
 uint16 / 65535) and repeated to 3 channels when the model takes 3.
 
-When MODEL lies in a training run folder (beside config.yaml), the preprocessing spec comes from the
-training data's manifest, the class names from the config and the decision threshold from
+When MODEL lies in a training run folder (beside config.yaml), the preprocessing spec and the CT
+recipe (its label-free input chain, `data_prep.ct_recipe`) come from the training data's manifest, the class names from the config and the decision threshold from
 eval/metrics.json (chosen on validation); otherwise pass `preprocess` yourself and the threshold is 0.5.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +30,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from common.model_files import load_model_file, require_output_rank
 from data_prep import imageio
+from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config
+from data_prep.errors import DataError
 from data_prep.io import intensity_kind, read_nifti, to_display
 from data_prep.records import Record
 from tfrecords.manifest import load_manifest
@@ -45,6 +53,7 @@ class RunInfo:
     negative_name: str = "negative"
     thresholds: tuple[float, ...] = ()
     threshold_source: str = "fixed 0.5"
+    recipe: dict | None = None  # the CT recipe of the training data (`data_prep.ct_recipe`), replayed
 
 
 def run_info(model_path: str | Path) -> RunInfo:
@@ -65,6 +74,7 @@ def run_info(model_path: str | Path) -> RunInfo:
         task,
         output_names,
         next((name for name in class_names if name != positive), "negative"),
+        recipe=manifest.preprocess.get("recipe"),
     )
     metrics_path = run_dir / "eval" / "metrics.json"
     if task != "multiclass" and metrics_path.is_file():
@@ -76,27 +86,67 @@ def run_info(model_path: str | Path) -> RunInfo:
     return info
 
 
+def _volume_slices(path: Path, key: str) -> Iterator[Record]:
+    """The axial slices of a NIfTI volume in display orientation, keyed `<key>#<k>`."""
+    volume = read_nifti(path).array
+    kind = intensity_kind(volume)
+    for index in range(volume.shape[2]):
+        yield Record(
+            key=f"{key}#{index}",
+            image=to_display(volume[:, :, index]),
+            modality="ct",
+            intensity=kind,
+            path=str(path),
+            slice_index=index,
+        )
+
+
+def input_files(folder: str | Path) -> list[Path]:
+    """The image and NIfTI files under `folder` (recursively, sorted by relative path, hidden files and
+    folders left out); warns once naming the other files, which are skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "no such file or folder")
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    kept, skipped = [], []
+    for file in files:
+        is_input = file.name.endswith(NIFTI_SUFFIXES) or imageio.sniff_format(_head(file)) is not None
+        (kept if is_input else skipped).append(file)
+    if skipped:
+        names = ", ".join(str(p.relative_to(folder)) for p in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        warnings.warn(
+            f"{folder}: skipped {len(skipped)} file(s) that are not images: {names}{more}", stacklevel=2
+        )
+    if not kept:
+        raise DataError(folder, "no image or NIfTI files in this folder or its sub-folders")
+    return kept
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as stream:
+        return stream.read(16)
+
+
 def input_images(path: str | Path, modality: str = "ct") -> Iterator[Record]:
-    """Records of a folder's image files (sorted by name) or of a NIfTI volume's axial slices."""
+    """Records of a NIfTI volume's axial slices, or of every image (and volume slice) under a folder;
+    keys are paths relative to the folder."""
     path = Path(path)
     if path.is_file() and path.name.endswith(NIFTI_SUFFIXES):
-        volume = read_nifti(path).array
-        kind = intensity_kind(volume)
-        for index in range(volume.shape[2]):
-            image = to_display(volume[:, :, index])
-            yield Record(
-                key=f"{path.name}#{index}",
-                image=image,
-                modality="ct",
-                intensity=kind,
-                path=str(path),
-                slice_index=index,
-            )
+        yield from _volume_slices(path, path.name)
         return
-    for file in imageio.list_image_files(path):
+    for file in input_files(path):
+        key = file.relative_to(path).as_posix()
+        if file.name.endswith(NIFTI_SUFFIXES):
+            yield from _volume_slices(file, key)
+            continue
         image = imageio.read_image(file)
         kind = "display" if image.dtype == np.uint8 else intensity_kind(image)
-        yield Record(key=file.name, image=image, modality=modality, intensity=kind, path=str(file))
+        yield Record(key=key, image=image, modality=modality, intensity=kind, path=str(file))
 
 
 def model_input(stored: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
@@ -106,14 +156,30 @@ def model_input(stored: np.ndarray, height: int, width: int, channels: int) -> n
     return np.repeat(resized[:, :, None], channels, axis=2)
 
 
+def stored_image(record: Record, spec: PreprocessSpec, recipe: CTRecipe | None) -> np.ndarray:
+    """A record as its training data was stored: through the CT recipe's label-free input chain
+    (`data_prep.ct_recipe.model_inputs`; crop rules "none" and "threshold") when the run has one,
+    else through the write-time preprocessing spec."""
+    if recipe is None:
+        return spec.apply(record)[0]
+    if recipe.crop == "model":
+        raise ValueError('classifiers with a lung-model crop (rule "model") are not supported by predict')
+    (stored,), _ = model_inputs([record.image], record.intensity, recipe, None, record.path)
+    return stored
+
+
 def predict_files(
-    model: keras.Model, records: Iterator[Record], spec: PreprocessSpec, batch_size: int = 32
+    model: keras.Model,
+    records: Iterator[Record],
+    spec: PreprocessSpec,
+    batch_size: int = 32,
+    recipe: CTRecipe | None = None,
 ) -> tuple[list[Record], np.ndarray]:
     """(records, probabilities (N, K)) for every record, in order."""
     _, height, width, channels = model.input_shape
     kept, batch, outputs = [], [], []
     for record in records:
-        stored, _ = spec.apply(record)
+        stored = stored_image(record, spec, recipe)
         kept.append(record)
         batch.append(model_input(stored, height, width, channels))
         if len(batch) == batch_size:
@@ -133,16 +199,24 @@ def predict(
     preprocess: str | None = None,
     modality: str = "ct",
 ) -> pd.DataFrame:
-    """Writes OUT.csv with columns file, slice (-1 for 2D images), the probability column(s) and the
+    """Writes OUT.csv with columns file, folder (its sub-folder of INPUT, "" at the top; for class
+    folders the true class), slice (-1 for 2D images), the probability column(s) and the
     prediction(s): binary "predicted" at the threshold, multiclass the argmax, multilabel one 0/1
     column per class at its threshold (plus "threshold" and "threshold_source"); returns the table."""
     info = run_info(model_path)
     spec = PreprocessSpec.parse(info.preprocess if preprocess is None else preprocess)
-    model = keras.models.load_model(model_path)
-    records, probabilities = predict_files(model, input_images(input_path, modality), spec)
+    model = load_model_file(model_path)
+    require_output_rank(model, 2, model_path)
+    recipe = (
+        None
+        if info.recipe is None
+        else recipe_from_config({k: v for k, v in info.recipe.items() if k != "lung_model"})
+    )
+    records, probabilities = predict_files(model, input_images(input_path, modality), spec, recipe=recipe)
     frame = pd.DataFrame(
         {
             "file": [r.path for r in records],
+            "folder": [Path(r.key.split("#")[0]).parent.as_posix().removeprefix(".") for r in records],
             "slice": [-1 if r.slice_index is None else r.slice_index for r in records],
         }
     )

@@ -3,7 +3,8 @@
 `run_command(parser, handler, argv)` parses the arguments, quiets TensorFlow's C++ log lines (unless
 `--verbose`), calls `handler(args)` and turns the known failure types into one line
 `error: <file>: <problem>` on stderr with exit status 2. Everything else is a bug and keeps its
-traceback; `--debug` prints the traceback of a known failure too.
+traceback; `--debug` prints the traceback of a known failure too. Python warnings print as one line
+`warning: <message>`.
 
 Known failures (`user_error_message`):
 - `data_prep.errors.DataError` (bad input data; names its file);
@@ -28,6 +29,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -64,6 +66,8 @@ def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: list[st
     """Parses `argv`, runs `handler(args)` inside the error boundary; returns the exit status."""
     args = add_shell_flags(parser).parse_args(argv)
     quiet_logs(verbose=args.verbose)
+    if not args.debug:
+        warnings.formatwarning = _one_line_warning
     try:
         status = handler(args)
     except Exception as error:
@@ -75,6 +79,11 @@ def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: list[st
         print(f"error: {message}", file=sys.stderr)
         return USAGE_ERROR
     return 0 if status is None else int(status)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    """`warning: <message>` on one line (the warnings module's format names the source line)."""
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 def user_error_message(error: BaseException) -> str | None:
@@ -150,12 +159,13 @@ def quiet_logs(verbose: bool = False) -> None:
 
     TensorFlow prints its start-up lines (oneDNN, CUDA not found, CPU features) through absl before
     any log level applies, so the first `import tensorflow` runs with stderr (file descriptor 2)
-    pointed at /dev/null; TF_CPP_MIN_LOG_LEVEL=2 quiets the info and warning lines after it.
+    pointed at /dev/null; TF_CPP_MIN_LOG_LEVEL=3 quiets the C++ lines after it (errors reach Python
+    as exceptions, which the error boundary prints).
     """
     if verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 2 still shows benign E lines (tf.data NodeDef)
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -131,7 +131,14 @@ def fit(
     for stage in stages:
         marker = _stage_dir(run_dir) / f"{stage.name}.json"
         if marker.is_file():
-            first_epoch = json.loads(marker.read_text())["epochs_done"]
+            done = json.loads(marker.read_text())
+            planned = done.get("epochs_planned", stage.epochs)
+            if planned != stage.epochs:
+                raise ValueError(
+                    f"{marker}: stage {stage.name!r} finished with {planned} epochs planned; a resumed run "
+                    f"cannot change it to {stage.epochs} (start a new run)"
+                )
+            first_epoch = done["epochs_done"]
             finished_weights = _stage_dir(run_dir) / f"{stage.name}.weights.h5"
             continue
         if finished_weights is not None:
@@ -167,7 +174,7 @@ def fit(
             verbose=config.verbose,
         )
         first_epoch = history.epoch[-1] + 1 if history.epoch else first_epoch + stage.epochs
-        _mark_stage_done(run_dir, stage.name, model, first_epoch)
+        _mark_stage_done(run_dir, stage, model, first_epoch)
         shutil.rmtree(backup_dir(run_dir, stage.name), ignore_errors=True)  # after the marker: never lost
     if finished_weights is not None:
         model.load_weights(str(finished_weights))
@@ -178,17 +185,18 @@ def _stage_dir(run_dir: Path) -> Path:
     return run_dir / "stages"
 
 
-def _mark_stage_done(run_dir: Path, name: str, model: keras.Model, epochs_done: int) -> None:
+def _mark_stage_done(run_dir: Path, stage: Stage, model: keras.Model, epochs_done: int) -> None:
     """Saves the stage's final weights, then its marker, each written to a temporary file first."""
     folder = _stage_dir(run_dir)
     folder.mkdir(exist_ok=True)
+    name = stage.name
     weights = folder / f"{name}.weights.h5"
     temporary = folder / f".{name}.tmp.weights.h5"
     model.save_weights(str(temporary))
     os.replace(temporary, weights)
     marker = folder / f"{name}.json"
     temporary = folder / f".{name}.json.tmp"
-    temporary.write_text(json.dumps({"epochs_done": epochs_done}))
+    temporary.write_text(json.dumps({"epochs_done": epochs_done, "epochs_planned": stage.epochs}))
     os.replace(temporary, marker)
 
 

@@ -88,7 +88,8 @@ def read_nifti(path: str | Path) -> NiftiScan:
         raise DataError(path, f"truncated or corrupt NIfTI ({error})") from error
     if raw.ndim < 3:
         raise DataError(path, f"NIfTI has {raw.ndim} dimensions, shape {raw.shape}; expected a 3D volume")
-    return canonical_scan(apply_scaling(raw, float(proxy.slope), float(proxy.inter)), image.affine)
+    scaled = apply_scaling(raw, float(proxy.slope), float(proxy.inter))
+    return canonical_scan(require_finite(scaled, path), image.affine)
 
 
 def canonical_scan(array: np.ndarray, affine: np.ndarray) -> NiftiScan:
@@ -105,6 +106,19 @@ def canonical_scan(array: np.ndarray, affine: np.ndarray) -> NiftiScan:
         source_affine=np.array(affine, dtype=np.float64),
         source_shape=tuple(array.shape),
     )
+
+
+def require_finite(array: np.ndarray, path: str | Path) -> np.ndarray:
+    """Returns `array` unchanged; raises `DataError` naming `path` when it holds NaN or infinite values
+    (windowing, resizing and every statistic would silently turn them into garbage)."""
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.complexfloating):
+        bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+        if bad:
+            nan = int(np.count_nonzero(np.isnan(array)))
+            raise DataError(
+                path, f"{bad} of {array.size} values are not finite ({nan} NaN, {bad - nan} infinite)"
+            )
+    return array
 
 
 def find_nifti(folder: Path, stem: str) -> Path | None:
@@ -185,7 +199,7 @@ def read_npz(path: str | Path, key: str) -> np.ndarray:
         with archive:
             if key not in archive.files:
                 raise DataError(path, f"no array {key!r} in npz; it holds {sorted(archive.files)}")
-            return archive[key]
+            return require_finite(archive[key], path)
     except (OSError, ValueError, EOFError, zlib.error, zipfile.BadZipFile) as error:
         raise DataError(path, f"truncated or corrupt npz ({error})") from error
 
@@ -195,7 +209,7 @@ def read_npy(path: str | Path) -> np.ndarray:
     path = Path(path)
     _require_file(path)
     try:
-        return np.load(path, allow_pickle=False)
+        return require_finite(np.load(path, allow_pickle=False), path)
     except (OSError, ValueError, EOFError) as error:
         raise DataError(path, f"truncated or corrupt npy ({error})") from error
 
@@ -208,7 +222,7 @@ def read_h5(path: str | Path, key: str) -> np.ndarray:
         with h5py.File(path, "r") as file:
             if key not in file or not isinstance(file[key], h5py.Dataset):
                 raise DataError(path, f"no dataset {key!r} in HDF5 file; it holds {sorted(file.keys())}")
-            return file[key][()]
+            return require_finite(file[key][()], path)
     except OSError as error:
         raise DataError(path, f"truncated or corrupt HDF5 ({error})") from error
 

@@ -1,7 +1,8 @@
 """`python -m experiments list | run NAME | table | report SCAN... | pretrain-nodule`.
 
 Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
-file and the problem, and exits with status 2.
+file and the problem, and exits with status 2 (`common.cli`; `--debug` shows the traceback, `--verbose`
+TensorFlow's log lines). `list`, `--help` and argument errors do not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from common.weights import PretrainedWeightsUnavailable
+from common.cli import run_command
 from data_prep.errors import DataError
-from experiments.config import STRATEGIES, ConfigError
+from experiments.config import STRATEGIES
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,7 +41,22 @@ def _parser() -> argparse.ArgumentParser:
         help="precision policy, overriding runtime.precision (default auto: by the hardware); "
         "given alone: mixed_bfloat16",
     )
-    run.add_argument("--resume", action="store_true", help="continue the latest run of this experiment")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the latest run of this experiment from its own experiment.yaml "
+        "(a --set then may only extend training.epochs or training.fine_tune_epochs)",
+    )
+    run.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip checking the TFRecord shards against their manifest SHA-256s",
+    )
+    run.add_argument(
+        "--scale",
+        default="full",
+        help="full (the paper's settings, default) or a variant the row declares, e.g. cpu",
+    )
     run.add_argument(
         "--set",
         dest="overrides",
@@ -100,9 +116,12 @@ def _list() -> int:
 def _run(args: argparse.Namespace) -> int:
     import os
 
-    from experiments.runner import run_experiment
+    from experiments.run_start import check_run
 
     data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    check_run(args.name, args.out, data_dir, args.overrides, args.scale, args.resume)  # before TensorFlow
+    from experiments.runner import run_experiment
+
     run_dir = run_experiment(
         args.name,
         data_dir=data_dir,
@@ -111,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
         resume=args.resume,
+        verify=not args.no_verify,
+        scale=args.scale,
     )
     print(f"run folder: {run_dir}")
     return 0
@@ -165,22 +186,15 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     handlers = {
-        "list": lambda: _list(),
-        "run": lambda: _run(args),
-        "table": lambda: _table(args),
-        "report": lambda: _report(args),
-        "pretrain-nodule": lambda: _pretrain(args),
-        "bench": lambda: _bench(args),
+        "list": lambda args: _list(),
+        "run": _run,
+        "table": _table,
+        "report": _report,
+        "pretrain-nodule": _pretrain,
+        "bench": _bench,
     }
-    try:
-        return handlers[args.command]()
-    except (DataError, ConfigError, KeyError, FileNotFoundError, PretrainedWeightsUnavailable) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-
+    return run_command(_parser(), lambda args: handlers[args.command](args), argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -99,11 +99,14 @@ class EvalConfig:
 @dataclass
 class RuntimeConfig:
     """strategy: one of STRATEGIES; precision: "auto" (by the hardware, `common.mixed_precision`),
-    "mixed_bfloat16", "mixed_float16" or "float32"."""
+    "mixed_bfloat16", "mixed_float16" or "float32". deterministic: same command, same numbers on one
+    machine: TensorFlow op determinism, every random seed set from `seed`, and the training input in a
+    fixed (seeded) order with tf.data autotuning off (slower input)."""
 
     strategy: str = "auto"
     precision: str = "auto"
     seed: int = 0
+    deterministic: bool = False
 
 
 @dataclass

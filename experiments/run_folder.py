@@ -1,4 +1,5 @@
-"""Run folders: one new folder per run, never overwritten, with a `latest` link and the run record."""
+"""Run records: atomic JSON / text writes, git commit, package versions and hardware (the folders
+themselves are made and published by `experiments.run_start`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import os
 import platform
 import subprocess
 import tempfile
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,31 +25,19 @@ PACKAGES = (
 )
 
 
-def new_run_dir(out_dir: Path, name: str) -> Path:
-    """Creates `out_dir/name/<UTC time>[-k]` (never an existing folder) and points `latest` at it."""
-    parent = out_dir / name
-    parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for attempt in range(1000):
-        folder = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
-        try:
-            folder.mkdir()
-            break
-        except FileExistsError:
-            continue
-    link = parent / "latest"
-    temporary = parent / f".latest-{os.getpid()}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(folder.name)
-    os.replace(temporary, link)
-    return folder
-
-
 def write_json(path: Path, payload: Any) -> None:
     """Writes JSON atomically (temporary file in the same folder, then rename)."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         json.dump(payload, stream, indent=2, sort_keys=True, default=str)
+    os.replace(temporary, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes text atomically (temporary file in the same folder, then rename)."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
     os.replace(temporary, path)
 
 

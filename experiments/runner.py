@@ -14,25 +14,27 @@ train in `out/.cache/worker-<i>/<name>` (their checkpoints and backups, for resu
 from __future__ import annotations
 
 import importlib
+import json
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 import yaml
 
 from common.mixed_precision import choose_precision
+from common.shard_checks import verify_shards
 from experiments.config import ExperimentConfig, to_dict
-from experiments.data import PreparedData, prepare_data
+from experiments.cross_validation import run_cross_validation
+from experiments.data import PreparedData, data_record, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
-from experiments.registry import get_experiment
-from experiments.run_folder import git_commit, hardware, new_run_dir, package_versions, write_json
+from experiments.run_folder import git_commit, hardware, package_versions, write_json, write_text_atomic
+from experiments.run_start import PIPELINES, RunStart, start_run
 from experiments.tasks import Summary, run_classification, run_segmentation
 
 HEADLINES = ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou", "compute_saving")
-# Composed pipelines by name: module in experiments.pipelines with `run(context, prepared) -> Summary`.
-PIPELINES = ("nodule_transfer", "streams", "lung_then_classify", "uncertainty", "demo")
 
 
 @dataclass
@@ -46,35 +48,11 @@ class RunContext:
     strategy: tf.distribute.Strategy
 
 
-def _run_dir(out_dir: Path, name: str, resume: bool, chief: bool) -> Path:
-    """The chief's new (or resumed) run folder; other workers train in `out/.cache/worker-<i>/<name>`."""
-    if not chief:
-        scratch = out_dir / ".cache" / f"worker-{worker_index()}" / name
-        scratch.mkdir(parents=True, exist_ok=True)
-        return scratch
-    if resume:
-        latest = out_dir / name / "latest"
-        if not latest.exists():
-            raise FileNotFoundError(f"{latest}: no earlier run of {name} to resume")
-        return latest.resolve()
-    return new_run_dir(out_dir, name)
-
-
-def _data_record(prepared: PreparedData) -> dict:
-    return {
-        "split_type": prepared.split_type,
-        "data_scale": prepared.data_scale,
-        "manifests": [
-            {
-                "directory": str(m.directory),
-                "dataset": m.dataset,
-                "split_file": m.split_file,
-                "shards": {split: [s.sha256 for s in info.shards] for split, info in m.splits.items()},
-                "counts": {split: info.count for split, info in m.splits.items()},
-            }
-            for m in prepared.manifests
-        ],
-    }
+def _worker_dir(out_dir: Path, name: str) -> Path:
+    """A non-chief worker's folder `out/.cache/worker-<i>/<name>` (its checkpoints and backups)."""
+    scratch = out_dir / ".cache" / f"worker-{worker_index()}" / name
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
 
 
 def run_task(context: RunContext, prepared: PreparedData) -> Summary:
@@ -98,25 +76,57 @@ def run_experiment(
     strategy: str | None = None,
     mixed_precision: str | None = None,
     resume: bool = False,
+    scale: str = "full",
+    verify: bool = True,
 ) -> Path:
-    """Runs one named experiment and returns its run folder (the worker folder on non-chief workers)."""
-    config = get_experiment(name, list(overrides))
+    """Runs one named experiment (its `scale` variant) and returns its run folder (the worker folder
+    on non-chief workers).
+
+    The config is checked and the inputs found before anything is written (`experiments.run_start`);
+    a new run writes into a hidden pending folder that is published (renamed, `latest` pointed at
+    it) once its data are prepared and, with `verify`, every shard matches its manifest SHA-256. A
+    run that fails before that leaves nothing. `resume` continues the latest run from its own
+    experiment.yaml (see `run_start.resumed_config` for the `--set`s allowed then).
+    """
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    chief = is_chief()
+    start = start_run(name, out_dir, data_dir, list(overrides), scale, resume and chief, folder=chief)
+    try:
+        return _run_started(start, name, out_dir, data_dir, list(overrides), strategy, mixed_precision, verify)
+    finally:
+        start.discard()  # a no-op once published
+
+
+def _run_started(
+    start: RunStart,
+    name: str,
+    out_dir: Path,
+    data_dir: Path,
+    overrides: list[str],
+    strategy: str | None,
+    mixed_precision: str | None,
+    verify: bool,
+) -> Path:
+    config = start.config
     config.runtime.strategy = strategy or config.runtime.strategy
     config.runtime.precision = mixed_precision or config.runtime.precision
     config.training.seed = config.runtime.seed
+    if config.runtime.deterministic:
+        make_deterministic(config.runtime.seed)
     distribution = make_strategy(config.runtime.strategy)
     precision = choose_precision(config.runtime.precision)  # after the strategy: it lists the GPUs
     config.training.mixed_precision = None if precision.policy == "float32" else precision.policy
     chief = is_chief()
-    out_dir, data_dir = Path(out_dir), Path(data_dir)
-    run_dir = _run_dir(out_dir, config.name, resume, chief)
+    run_dir = start.folder if chief else _worker_dir(out_dir, config.name)
     cache_dir = out_dir / ".cache" / ("chief" if chief else f"worker-{worker_index()}")
-    started = datetime.now(UTC).isoformat(timespec="seconds")
     record = {
         "name": config.name,
         "paper": config.paper,
         "row": config.row,
-        "started": started,
+        "scale": config.scale,
+        "command": "python -m experiments run "
+        + " ".join([name, f"--scale {config.scale}", *(f"--set '{o}'" for o in overrides)]),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "published": config.evaluation.published,
         "git_commit": git_commit(),
         "versions": package_versions(),
@@ -125,13 +135,22 @@ def run_experiment(
         "precision": precision.as_record(),
         "global_batch_size": config.data.batch_size * distribution.num_replicas_in_sync,
     }
-    (run_dir / "experiment.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    if start.resumed:
+        record = _resumed_record(run_dir, record, start.resume_changes)
     clock = time.perf_counter()
-    prepared = prepare_data(config.data, data_dir, cache_dir, config.runtime.seed)
-    record.update(_data_record(prepared))
+    prepared = None
+    if config.data.folds:  # each fold prepares its own data and records it in its folder
+        record["split_type"] = f"{config.data.folds}-fold cross-validation by case"
+    else:
+        prepared = prepare_data(config.data, data_dir, cache_dir, config.runtime.seed)
+        record.update(data_record(prepared))
+        if verify:
+            print(verify_shards(prepared.manifests))
+    run_dir = start.publish() if chief else run_dir
+    write_text_atomic(run_dir / "experiment.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     write_json(run_dir / "run.json", record)
     context = RunContext(config, data_dir, cache_dir, run_dir, distribution)
-    summary = run_task(context, prepared)
+    summary = run_cross_validation(context) if prepared is None else run_task(context, prepared)
     record["seconds"] = round(time.perf_counter() - clock, 1)
     record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     if not chief:
@@ -140,6 +159,22 @@ def run_experiment(
     write_json(run_dir / "summary.json", summary)
     print(one_line_summary(config, summary, record["seconds"], run_dir))
     return run_dir
+
+
+def make_deterministic(seed: int) -> None:
+    """Same command, same numbers (one machine): seeds Python, NumPy and TensorFlow and turns on
+    TensorFlow's op determinism (ops without a deterministic kernel then raise). The input pipelines
+    get `deterministic=True` from the task configs (`runtime.deterministic`)."""
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _resumed_record(run_dir: Path, record: dict, changes: dict) -> dict:
+    """The run's first record (its start time and data) with this resume appended under "resumes"."""
+    path = run_dir / "run.json"
+    first = json.loads(path.read_text()) if path.is_file() else {}
+    resumes = [*first.get("resumes", []), {"at": record["started"], "changes": changes}]
+    return {**record, "started": first.get("started", record["started"]), "resumes": resumes}
 
 
 def one_line_summary(config: ExperimentConfig, summary: Summary, seconds: float, run_dir: Path) -> str:

@@ -49,6 +49,7 @@ def classification_config(
         "batch_size": data.batch_size * replicas,
         "augment": data.augment or None,
         "seed": config.runtime.seed,
+        "deterministic": config.runtime.deterministic,
     }
     values.update(data_overrides)
     return RunConfig(
@@ -112,6 +113,7 @@ def segmentation_config(
         "steps_per_epoch": data.steps_per_epoch,
         "augment": data.augment or None,
         "training": config.training,
+        "deterministic": config.runtime.deterministic,
     }
     values.update(overrides)
     return SegmentationConfig(**values)

@@ -5,7 +5,10 @@
     python -m segmentation predict RUN/best.keras INPUT OUT_DIR [--tta lr]
     python -m segmentation evaluate-volumes RUN/best.keras --images DIR --labels DIR --out OUT [--channel lung]
 
-Bad input (a DataError, an invalid option or config) prints one line `error: ...` and exits with status 2.
+Bad input (a DataError, an invalid option or config) prints one line `error: ...` and exits with status 2
+(`common.cli`). `predict` on a folder writes every output into a staging folder and moves them into
+OUT_DIR only when every input succeeded, so a bad input leaves OUT_DIR as it was. `train` and
+`evaluate` check the shards against their manifest SHA-256s first (`--no-verify` skips it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 from typing import Any
 
 from common.cli import run_command
+from common.shard_checks import verify_shards
+from common.staging import staged_folder
 
 TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--data": ("data", str, "TFRecord directory (python -m tfrecords write)"),
@@ -96,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     for command in (evaluate, predict):
         command.add_argument("--batch-size", type=int, default=8)
         command.add_argument("--tta", nargs="*", default=[], choices=["lr", "ud"], help="flip averaging")
+    for command in (train, evaluate):
+        command.add_argument(
+            "--no-verify",
+            action="store_true",
+            help="skip checking the shards against their manifest SHA-256s",
+        )
     return parser
 
 
@@ -110,6 +121,8 @@ def _train(args: argparse.Namespace) -> None:
     config = load_config(args.config, overrides) if args.config else SegmentationConfig.from_dict(overrides)
     for key, value in training.items():
         setattr(config.training, key, value)
+    if not args.no_verify:
+        print(verify_shards([config.data]))
     best = train_segmenter(config)
     print(f"best model: {best}")
 
@@ -119,6 +132,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from segmentation.predict import load_segmenter
 
     segmenter = load_segmenter(args.model, args.threshold)
+    if not args.no_verify:
+        print(verify_shards([args.data], [args.split, args.val_split]))
     report = evaluate_segmenter(
         segmenter,
         args.data,
@@ -145,7 +160,8 @@ def _predict(args: argparse.Namespace) -> None:
     from segmentation.predict import load_segmenter, predict_path
 
     segmenter = load_segmenter(args.model, args.threshold, args.preprocess)
-    written = predict_path(segmenter, args.input, args.out_dir, args.batch_size, args.tta, args.orientation)
+    with staged_folder(args.out_dir) as staging:  # a bad input anywhere in a folder: nothing written
+        written = predict_path(segmenter, args.input, staging, args.batch_size, args.tta, args.orientation)
     print(f"wrote {len(written)} file(s) to {args.out_dir}")
 
 

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.errors import DataError
+
 MANIFEST_NAME = "manifest.json"
 _HASH_CHUNK_BYTES = 1 << 20
 
@@ -117,4 +119,8 @@ def load_manifest(manifest_or_dir: str | Path | Manifest) -> Manifest:
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no TFRecord manifest here (run `python -m tfrecords write` first)")
-    return Manifest.from_json(path.read_text(encoding="utf-8"), directory=path.parent)
+    try:
+        return Manifest.from_json(path.read_text(encoding="utf-8"), directory=path.parent)
+    except (ValueError, KeyError, TypeError) as error:  # bad JSON (JSONDecodeError), or fields missing
+        problem = f"not a readable TFRecord manifest ({type(error).__name__}: {error})"
+        raise DataError(path, problem) from error

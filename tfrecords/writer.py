@@ -115,10 +115,16 @@ def _encode(records: Iterable[Record], spec: PreprocessSpec, encoding: str) -> I
 
 
 def _split_table(
-    encoded: list[EncodedRecord], adapter: DatasetAdapter, split_file: Path | None, seed: int
+    encoded: list[EncodedRecord],
+    adapter: DatasetAdapter,
+    split_file: Path | None,
+    seed: int,
+    every_row_a_record: bool = True,
 ) -> tuple[pd.DataFrame, str]:
     """(table with columns key, patient_id (the group: never empty), split, in `encoded` order; where the
-    split came from). Records without any id form their own group, named by their key."""
+    split came from). Records without any id form their own group, named by their key.
+    every_row_a_record: a split-file row naming no record is an error (a typo or another dataset's
+    file); False when a records transform drops records on purpose (slice trimming)."""
     keys = [item.key for item in encoded]
     if split_file is not None:
         table = load_split(split_file)
@@ -126,6 +132,11 @@ def _split_table(
         if missing:
             shown = ", ".join(missing[:5])
             raise DataError(split_file, f"{len(missing)} record key(s) have no split row, e.g. {shown}")
+        unknown = sorted(set(table["key"]) - set(keys))
+        if unknown and every_row_a_record:
+            shown = ", ".join(unknown[:5])
+            problem = f"{len(unknown)} split row(s) name no record of {adapter.root}, e.g. {shown}"
+            raise DataError(split_file, problem)
         table = table.set_index("key", drop=False).loc[keys].reset_index(drop=True)
         # The split file's patient id is the authority for grouping where it gives one.
         table["patient_id"] = table["patient_id"].fillna(pd.Series([item.patient_id for item in encoded]))
@@ -280,7 +291,7 @@ def write_dataset(
     encoded = list(_encode(records, spec, encoding))
     if not encoded:
         raise DataError(adapter.root, f"the {dataset} adapter found no records")
-    table, split_source = _split_table(encoded, adapter, split_path, seed)
+    table, split_source = _split_table(encoded, adapter, split_path, seed, records_transform is None)
     label_names = _label_names(adapter, encoded)
     mask_names = _mask_names(adapter, encoded)
     by_split: dict[str, list[tuple[EncodedRecord, str]]] = defaultdict(list)

@@ -71,7 +71,10 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5)
     assert (tmp_path / "resumed" / "best.keras").is_file()
     assert not (tmp_path / "resumed" / "backup" / "train").exists()
-    assert json.loads((tmp_path / "resumed" / "stages" / "train.json").read_text()) == {"epochs_done": 5}
+    assert json.loads((tmp_path / "resumed" / "stages" / "train.json").read_text()) == {
+        "epochs_done": 5,
+        "epochs_planned": 5,
+    }
 
 
 def set_base_trainable(trainable: bool):

@@ -91,7 +91,7 @@ def _kill_and_resume(run_dir: Path, kills: list[tuple[int, float]]) -> None:
         last = _train_until_killed(run_dir, None, 0.0)
     assert last == f"done {list(range(EPOCHS))}\n", (last, kills)
     assert _epochs_logged(run_dir) == list(range(EPOCHS)), kills
-    assert json.loads((run_dir / "stages" / "train.json").read_text()) == {"epochs_done": EPOCHS}
+    assert json.loads((run_dir / "stages" / "train.json").read_text())["epochs_done"] == EPOCHS
     assert not (run_dir / "backup" / "train").exists()
     with h5py.File(run_dir / "stages" / "train.weights.h5", "r"):
         pass
