@@ -275,8 +275,12 @@ def prepare_data(
         )
         manifests.append(manifest)
         split_types.append(split_type)
-    scale = "synthetic" if data.phantom else ("subset" if "shared" in str(data_dir) else "full")
-    return PreparedData(manifests, "; ".join(dict.fromkeys(split_types)), scale)
+    return PreparedData(manifests, "; ".join(dict.fromkeys(split_types)), data_scale(data, data_dir))
+
+
+def data_scale(data: DataConfig, data_dir: Path) -> str:
+    """ "synthetic" (phantoms), "subset" (the shared subsets) or "full"."""
+    return "synthetic" if data.phantom else ("subset" if "shared" in str(data_dir) else "full")
 
 
 def data_record(prepared: PreparedData) -> dict:

@@ -28,7 +28,7 @@ from common.mixed_precision import choose_precision
 from common.shard_checks import verify_shards
 from experiments.config import ExperimentConfig, to_dict
 from experiments.cross_validation import run_cross_validation
-from experiments.data import PreparedData, data_record, prepare_data
+from experiments.data import PreparedData, data_record, data_scale, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
 from experiments.run_folder import git_commit, hardware, package_versions, write_json, write_text_atomic
 from experiments.run_start import PIPELINES, RunStart, start_run
@@ -137,10 +137,11 @@ def _run_started(
     }
     if start.resumed:
         record = _resumed_record(run_dir, record, start.resume_changes)
-    clock = time.perf_counter()
+    clock, cpu_clock = time.perf_counter(), time.process_time()
     prepared = None
     if config.data.folds:  # each fold prepares its own data and records it in its folder
-        record["split_type"] = f"{config.data.folds}-fold cross-validation by case"
+        record["split_type"] = f"{config.data.folds}-fold cross-validation by case ({config.data.cv_protocol})"
+        record["data_scale"] = data_scale(config.data, data_dir)
     else:
         prepared = prepare_data(config.data, data_dir, cache_dir, config.runtime.seed)
         record.update(data_record(prepared))
@@ -152,6 +153,7 @@ def _run_started(
     context = RunContext(config, data_dir, cache_dir, run_dir, distribution)
     summary = run_cross_validation(context) if prepared is None else run_task(context, prepared)
     record["seconds"] = round(time.perf_counter() - clock, 1)
+    record["cpu_seconds"] = round(time.process_time() - cpu_clock, 1)  # all threads of this process
     record["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     if not chief:
         return run_dir
