@@ -71,8 +71,10 @@ def cohort_row(name: str, summary: dict) -> dict:
     lungs = summary["lungs"]
     amounts = {f"lung_{side}": lungs[side]["volume"] for side in ("right", "left", "total")}
     amounts |= {f"infection_{side}": lungs[side]["infection"] for side in ("right", "left", "total")}
-    amounts |= {
-        f"{manifestation}_total": v["total"] for manifestation, v in summary["manifestations"].items()
+    amounts |= {  # a single "infection" manifestation has the same keys and values as the lines above
+        f"{manifestation}_{side}": values[side]
+        for manifestation, values in summary["manifestations"].items()
+        for side in ("right", "left", "total")
     }
     amounts["outside_lungs_not_counted"] = summary["outside_lungs"]["infection"]
     row = {"scan": name, "source": summary["scan"]["source"], "status": "ok", "unit": summary["unit"]}

@@ -24,6 +24,7 @@ from experiments.pipelines.report import (
     run_report,
     write_report,
 )
+from experiments.pipelines.report_cohort import cohort_row
 from tests.data_prep.dicom_series import LPS_TO_RAS, axis_aligned_lps, rotation_x, write_series
 from tests.experiments.pipelines.report.stubs import (
     LEFT_LESION,
@@ -253,6 +254,9 @@ def test_stream_models_give_one_row_per_manifestation_and_outside_labels_10_plus
     assert set(np.unique(written[volume["right_lesion"] | volume["left_lesion"]])) == {1}  # ggo, inside
     assert set(np.unique(written[volume["outside"]])) == {OUTSIDE_LUNGS_OFFSET + 2}  # consolidation, outside
     assert summary["labels"]["infection_mask"]["12"] == "consolidation (outside the lungs, not counted)"
+    row = cohort_row("scan", summary)
+    assert (row["ggo_right_voxels"], row["ggo_left_voxels"], row["consolidation_total_voxels"]) == (48, 8, 0)
+    assert row["ggo_total_ml"] == round(56 * VOXEL_ML, 3)
 
 
 def to_canonical(stored_lps: np.ndarray) -> np.ndarray:

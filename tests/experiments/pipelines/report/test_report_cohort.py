@@ -20,6 +20,7 @@ from tests.experiments.pipelines.report.stubs import (
     display_to_hu,
     encoded_volume,
     expected_masks,
+    nan_volume,
     save_band_model,
 )
 
@@ -148,13 +149,17 @@ def run_report_command(*arguments):
     )
 
 
-def test_the_command_reports_a_cohort_and_exits_2_when_a_scan_fails(tmp_path, report_model_files):
-    """A label mask passed as a scan: one error line and an error row; the good scan is reported."""
-    (tmp_path / "cohort").mkdir()
-    write_nifti(tmp_path / "cohort" / "good.nii.gz", encoded_volume()["image"][::-1, ::-1, :], LPS)
-    write_nifti(tmp_path / "cohort" / "mask.nii.gz", expected_masks(encoded_volume())[0], LPS)
+def test_the_command_refuses_nan_zero_and_mask_scans_in_one_line_each_and_reports_the_rest(
+    tmp_path, report_model_files
+):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_nifti(cohort / "a_good.nii.gz", encoded_volume()["image"][::-1, ::-1, :], LPS)
+    write_nifti(cohort / "b_mask.nii.gz", expected_masks(encoded_volume())[0], LPS)
+    write_nifti(cohort / "c_nan.nii.gz", nan_volume(), LPS)
+    write_nifti(cohort / "d_zeros.nii.gz", np.zeros((40, 32, 6), np.int16), LPS)
     result = run_report_command(
-        tmp_path / "cohort",
+        cohort,
         "--lung-model",
         report_model_files["lung"],
         "--infection-model",
@@ -164,19 +169,23 @@ def test_the_command_reports_a_cohort_and_exits_2_when_a_scan_fails(tmp_path, re
     )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
-        f"error: {tmp_path / 'cohort' / 'mask.nii.gz'}: only 3 distinct values (0, 1, 2): a label mask, not a CT scan"
-    ]
+    assert len(errors) == 3
+    assert (
+        errors[0]
+        == f"error: {cohort / 'b_mask.nii.gz'}: only 3 distinct values (0, 1, 2): a label mask, not a CT scan"
+    )
+    assert errors[1].startswith(f"error: {cohort / 'c_nan.nii.gz'}: 192 ") and "NaN" in errors[1]
+    assert (
+        errors[2] == f"error: {cohort / 'd_zeros.nii.gz'}: every voxel is 0; an empty volume, not a CT scan"
+    )
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        f"good: lungs {2080 * VOXEL_ML:.1f} mL, infection {56 * VOXEL_ML:.1f} mL (2.7% of the lungs), grade mild; "
-        f"outside the lungs: {36 * VOXEL_ML:.1f} mL, not counted"
+        f"a_good: lungs {2080 * VOXEL_ML:.1f} mL, infection {56 * VOXEL_ML:.1f} mL (2.7% of the lungs), "
+        f"grade mild; outside the lungs: {36 * VOXEL_ML:.1f} mL, not counted"
     )
-    assert lines[-1] == f"2 scan(s): 1 reported, 0 already done, 1 failed; {tmp_path / 'out' / 'cohort.csv'}"
-    assert [row["status"] for row in read_rows(tmp_path / "out" / "cohort.csv").values()] == [
-        "ok",
-        "error",
-    ]  # good, mask
+    assert lines[-1] == f"4 scan(s): 1 reported, 0 already done, 3 failed; {tmp_path / 'out' / 'cohort.csv'}"
+    statuses = {name: row["status"] for name, row in read_rows(tmp_path / "out" / "cohort.csv").items()}
+    assert statuses == {"a_good": "ok", "b_mask": "error", "c_nan": "error", "d_zeros": "error"}
 
 
 def test_the_command_rejects_a_missing_model_in_one_line_and_writes_nothing(tmp_path):
