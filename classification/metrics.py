@@ -1,8 +1,16 @@
-"""Classification metrics in NumPy, with the definitions stated.
+"""Classification metrics, with the definitions stated.
+
+The curves, their areas and the confusion matrix are scikit-learn's (`roc_curve`, `roc_auc_score`,
+`precision_recall_curve`, `average_precision_score`, `confusion_matrix`). Our own code here does
+only what scikit-learn does not: NaN for an area or rate whose class is missing (scikit-learn raises,
+warns or returns 0), the NaN-for-0/0 ratios from the four counts, the threshold rule
+(`binary_counts`, `choose_threshold`: validation data only, ties to the highest threshold), the
+one-vs-rest multi-class summary with its "macro" rule, and `ThresholdChoice`. Bootstrap intervals
+(whole patients resampled) live in `common.bootstrap`.
 
 Conventions
-- Binary: `labels` in {0, 1}, `scores` = P(positive) in [0, 1]; a case is predicted positive when
-  score >= threshold.
+- Binary: `labels` in {0, 1} (any nonzero value is positive), `scores` = P(positive) in [0, 1]; a
+  case is predicted positive when score >= threshold.
 - precision = TP / (TP + FP); recall = sensitivity = TP / (TP + FN); specificity = TN / (TN + FP);
   F1 = 2 TP / (2 TP + FP + FN); accuracy = (TP + TN) / N. A ratio whose denominator is 0 is NaN
   (written as null in JSON), never silently 0.
@@ -17,10 +25,13 @@ Conventions
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import metrics as sk
+from sklearn.exceptions import UndefinedMetricWarning
 
 BINARY_METRICS = ("accuracy", "precision", "recall", "sensitivity", "specificity", "f1", "roc_auc", "pr_auc")
 
@@ -29,63 +40,69 @@ def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator) if denominator > 0 else float("nan")
 
 
-def _cumulative_counts(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(TP, FP, threshold) at each distinct score, thresholds descending: predicting positive for
-    score >= threshold[k] gives TP[k] true and FP[k] false positives."""
-    labels = np.asarray(labels).astype(bool).ravel()
+def _binary_inputs(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) int8 labels (nonzero -> 1) and (N,) float64 scores; ValueError when the lengths differ."""
+    labels = (np.asarray(labels).ravel() != 0).astype(np.int8)
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if labels.shape != scores.shape:
         raise ValueError(f"labels have {labels.size} entries, scores {scores.size}")
-    order = np.argsort(-scores, kind="stable")
-    sorted_scores, sorted_labels = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(sorted_scores) - 1]
-    true_positives = np.cumsum(sorted_labels)[last_of_tie]
-    false_positives = (last_of_tie + 1) - true_positives
-    return true_positives, false_positives, sorted_scores[last_of_tie]
+    return labels, scores
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds), starting at (0, 0) with threshold +inf; NaN rates for a missing class."""
-    true_positives, false_positives, thresholds = _cumulative_counts(labels, scores)
-    positives = true_positives[-1] if len(true_positives) else 0
-    negatives = false_positives[-1] if len(false_positives) else 0
-    tpr = np.r_[0, true_positives] / positives if positives else np.full(len(thresholds) + 1, np.nan)
-    fpr = np.r_[0, false_positives] / negatives if negatives else np.full(len(thresholds) + 1, np.nan)
-    return fpr, tpr, np.r_[np.inf, thresholds]
+    """(fpr, tpr, thresholds): scikit-learn's curve with a point at every distinct score
+    (drop_intermediate=False), starting at (0, 0) with threshold +inf, thresholds descending.
+    The rate of a missing class is NaN throughout (scikit-learn's value, here without its warning)."""
+    labels, scores = _binary_inputs(labels, scores)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return sk.roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve (trapezoidal, ties grouped); NaN with a single class."""
-    fpr, tpr, _ = roc_curve(labels, scores)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
+    """scikit-learn's `roc_auc_score` (trapezoidal, ties grouped); NaN with a single class, where
+    scikit-learn raises."""
+    labels, scores = _binary_inputs(labels, scores)
+    if np.unique(labels).size < 2:
         return float("nan")
-    return float(np.trapezoid(tpr, fpr))
+    return float(sk.roc_auc_score(labels, scores))
 
 
 def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(recall, precision, thresholds) at each distinct score, thresholds descending."""
-    true_positives, false_positives, thresholds = _cumulative_counts(labels, scores)
-    positives = true_positives[-1] if len(true_positives) else 0
-    recall = true_positives / positives if positives else np.full(len(thresholds), np.nan)
-    precision = true_positives / (true_positives + false_positives)
-    return recall, precision, thresholds
+    """(recall, precision, thresholds) at each distinct score, thresholds descending: scikit-learn's
+    `precision_recall_curve` reversed and without its closing (recall 0, precision 1) point. Recall
+    is NaN without positives (scikit-learn sets it to 1 and warns)."""
+    labels, scores = _binary_inputs(labels, scores)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "No positive class found", UserWarning)
+        precision, recall, thresholds = sk.precision_recall_curve(labels, scores, pos_label=1)
+    recall = recall[-2::-1] if labels.any() else np.full(len(thresholds), np.nan)
+    return recall, precision[-2::-1], thresholds[::-1]
 
 
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
-    """PR-AUC as average precision: sum_k (R_k - R_{k-1}) P_k with R_0 = 0; NaN without positives."""
-    recall, precision, _ = pr_curve(labels, scores)
-    if len(recall) == 0 or np.isnan(recall).any():
+    """PR-AUC as scikit-learn's `average_precision_score`, sum_k (R_k - R_{k-1}) P_k with R_0 = 0;
+    NaN without positives, where scikit-learn returns 0 and warns."""
+    labels, scores = _binary_inputs(labels, scores)
+    if not labels.any():
         return float("nan")
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(sk.average_precision_score(labels, scores, pos_label=1))
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) int64 counts; rows are true classes, columns predicted classes."""
+    """(K, K) int64 counts from scikit-learn's `confusion_matrix`; rows are true classes, columns
+    predicted classes. All zeros for no cases (scikit-learn raises); a class id outside [0, K)
+    raises ValueError (scikit-learn would leave it out)."""
     labels = np.asarray(labels, dtype=np.int64).ravel()
     predictions = np.asarray(predictions, dtype=np.int64).ravel()
-    return np.bincount(labels * num_classes + predictions, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
+    for name, values in (("labels", labels), ("predictions", predictions)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"{name} must be class ids in [0, {num_classes}); got {values.min()}..{values.max()}"
+            )
+    if labels.size == 0:
+        return np.zeros((num_classes, num_classes), dtype=np.int64)
+    return sk.confusion_matrix(labels, predictions, labels=np.arange(num_classes)).astype(np.int64)
 
 
 def counts_metrics(tp: float, fp: float, tn: float, fn: float) -> dict[str, float]:
@@ -218,7 +235,11 @@ def choose_threshold(
 
 
 def binary_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
-    """(TP, FP, TN, FN) when predicting positive for score >= threshold."""
+    """(TP, FP, TN, FN) when predicting positive for score >= threshold (our threshold rule).
+
+    Counted with NumPy rather than with scikit-learn's `confusion_matrix`, which gives the same
+    counts (pinned by a test) but took ~20x longer here, and `choose_threshold` calls this once per
+    candidate threshold."""
     labels = np.asarray(labels).astype(bool).ravel()
     predicted = np.asarray(scores).ravel() >= threshold
     return (
