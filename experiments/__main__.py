@@ -1,4 +1,4 @@
-"""`python -m experiments list | run NAME | table | report SCAN... | pretrain-nodule`.
+"""`python -m experiments list | run NAME | table | record RUN | report SCAN... | pretrain-nodule | bench`.
 
 Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
 file and the problem, and exits with status 2 (`common.cli`; `--debug` shows the traceback, `--verbose`
@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
     table.add_argument("--runs", type=Path, default=Path("runs"))
     table.add_argument("--format", choices=("md", "csv", "latex"), default="md")
     table.add_argument("--plot", type=Path, default=None, help="also write a comparison plot (PNG)")
+
+    record = commands.add_parser(
+        "record", help="copy a finished run's record (no model weights) into results/ for committing"
+    )
+    record.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/<name>/latest")
+    record.add_argument("--into", type=Path, default=Path("results"), help="records folder (default: ./results)")
 
     report = commands.add_parser(
         "report", help="lung and infection report of CT scans (NIfTI or DICOM), one folder each + cohort.csv"
@@ -149,6 +155,13 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace) -> int:
+    from experiments.run_folder import export_record
+
+    print(f"record: {export_record(args.run_dir, args.into)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     """Exit status 0 when every scan was reported (or already done), 2 when any failed."""
     from experiments.pipelines.report import load_models
@@ -190,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "list": lambda args: _list(),
         "run": _run,
         "table": _table,
+        "record": _record,
         "report": _report,
         "pretrain-nodule": _pretrain,
         "bench": _bench,

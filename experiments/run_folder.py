@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from data_prep.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = (
@@ -80,3 +83,28 @@ def hardware(strategy_name: str, replicas: int) -> dict[str, Any]:
         "strategy": strategy_name,
         "replicas": replicas,
     }
+
+
+RECORD_LEFT_OUT = ("*.keras", "*.h5", "backup", "stages", "tensorboard", ".*")
+
+
+def export_record(run_dir: Path, results_dir: Path) -> Path:
+    """Copies a finished run folder's record (configs, run.json, summary.json, CSVs, plots, bundles'
+    JSON; no model weights, backups or TensorBoard logs: `RECORD_LEFT_OUT`) to
+    `results_dir/<name>/<run folder name>/`, atomically; an existing record is never replaced."""
+    run_dir = Path(run_dir).resolve()
+    for required in ("run.json", "summary.json"):
+        if not (run_dir / required).is_file():
+            raise DataError(run_dir, f"not a finished run folder (no {required})")
+    name = json.loads((run_dir / "run.json").read_text())["name"]
+    target = Path(results_dir) / name / run_dir.name
+    if target.exists():
+        raise DataError(target, "a record of this run exists already")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{run_dir.name}."))
+    try:
+        shutil.copytree(run_dir, staging / "record", ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT))
+        os.replace(staging / "record", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -62,11 +62,20 @@ def _fold_dir(out: Path, row: str, fold: int) -> Path:
     return (out / row / "latest").resolve() / f"fold-{fold}"
 
 
-def test_fold_table_tests_every_case_once_and_validates_on_a_training_case():
-    rows = pd.DataFrame(
-        [(f"c{case}/{k}", f"c{case}", "infection", None, "inferred") for case in range(9) for k in range(3)],
+def case_rows(cases: int, slices: int) -> pd.DataFrame:
+    """`experiments.data._rows`-style rows: `slices` records of each of `cases` cases c0, c1, ..."""
+    return pd.DataFrame(
+        [
+            (f"c{case}/{k}", f"c{case}", "infection", None, "inferred")
+            for case in range(cases)
+            for k in range(slices)
+        ],
         columns=["key", "patient_id", "label", "publisher", "kind"],
     )
+
+
+def test_fold_table_tests_every_case_once_and_validates_on_a_training_case():
+    rows = case_rows(9, 3)
     tested = []
     for fold in range(5):
         table = fold_table(rows, 5, fold, 0.15, seed=0)
@@ -81,10 +90,7 @@ def test_fold_table_tests_every_case_once_and_validates_on_a_training_case():
 
 
 def test_ma_task1_trains_on_one_fold_and_tests_the_others():
-    rows = pd.DataFrame(
-        [(f"c{case}/{k}", f"c{case}", "infection", None, "inferred") for case in range(20) for k in range(2)],
-        columns=["key", "patient_id", "label", "publisher", "kind"],
-    )
+    rows = case_rows(20, 2)
     trained = []
     for fold in range(5):
         table = fold_table(rows, 5, fold, 0.15, seed=0, protocol="ma_task1")
