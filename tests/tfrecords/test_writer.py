@@ -190,6 +190,7 @@ def test_preprocess_resizes_images_and_masks(handmade_root: Path, tmp_path: Path
         "spec": "resize=6x6",
         "steps": ["resize=6x6"],
         "hu_images": ["window=lung", "resize=6x6"],
+        "recipe": None,  # no records transform (a CT recipe records its settings here)
     }
     for example in _all_examples(tmp_path / "out"):
         assert example["image"].shape == (6, 6)
