@@ -92,6 +92,8 @@ class ModelConfig:
 @dataclass
 class EvalConfig:
     threshold: str = "val"  # "val" (chosen on validation) or a fixed number as a string, e.g. "0.5"
+    # segmentation: the Dice the validation threshold maximises, "per_image", "pooled" or "per_case"
+    threshold_average: str = "per_image"
     bootstrap_resamples: int = 1000
     published: list[str] = field(default_factory=list)  # keys into experiments/published.yaml
 

@@ -63,6 +63,7 @@ def check_config(config: ExperimentConfig) -> ExperimentConfig:
     _one_of("training.mode", training.mode, ("min", "max"))
     _one_of("training.verbose", training.verbose, (0, 1, 2))
     _at_least("evaluation.bootstrap_resamples", evaluation.bootstrap_resamples, 0)
+    _one_of("evaluation.threshold_average", evaluation.threshold_average, ("per_image", "pooled", "per_case"))
     if evaluation.threshold != "val":
         try:
             fixed = float(evaluation.threshold)

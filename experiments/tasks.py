@@ -114,6 +114,7 @@ def segmentation_config(
         "augment": data.augment or None,
         "training": config.training,
         "deterministic": config.runtime.deterministic,
+        "threshold_average": config.evaluation.threshold_average,
     }
     values.update(overrides)
     return SegmentationConfig(**values)

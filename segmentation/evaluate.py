@@ -113,12 +113,21 @@ def select_threshold(
     out_dir: str | Path,
     batch_size: int = 8,
     metric: str = "dice",
+    average: str = "per_image",
 ) -> ThresholdChoice:
-    """Chooses per-mask thresholds on the VALIDATION `split`; writes threshold.json and its plots."""
+    """Chooses per-mask thresholds on the VALIDATION `split` maximising `metric` averaged per image,
+    pooled or per case (patient / volume); writes threshold.json and its plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = predict_split(model, data, split, mask_names, batch_size)
-    choice = choose_threshold(predictions.probs, predictions.masks, split=split, metric=metric)
+    choice = choose_threshold(
+        predictions.probs,
+        predictions.masks,
+        split=split,
+        metric=metric,
+        average=average,
+        case_ids=predictions.case_ids,
+    )
     choice.save(out_dir / "threshold.json")
     plot_choice(choice, predictions.probs, predictions.masks, out_dir, mask_names)
     return choice

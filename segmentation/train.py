@@ -52,6 +52,7 @@ class SegmentationConfig:
     augment: None (off) or `tfrecords.augment.AugmentConfig` fields, e.g. {"rotation_degrees": 10}.
     deterministic: fixed input order and tf.data autotuning off for training data too (reproducible
         runs and tests; evaluation data is always read in a fixed order).
+    threshold_average: the Dice the validation threshold maximises: "per_image", "pooled" or "per_case".
     steps_per_epoch: None = one pass over the training split per epoch; N = N batches per epoch from
         the repeated training split (more steps per epoch on small sets, e.g. so that BatchNorm's
         moving statistics keep up before each validation).
@@ -76,6 +77,7 @@ class SegmentationConfig:
     val_split: str = "val"
     cache: bool = True
     deterministic: bool = False
+    threshold_average: str = "per_image"
     steps_per_epoch: int | None = None
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
@@ -241,7 +243,13 @@ def train_segmenter(
     if has_val and not config.multiclass:
         model = keras.saving.load_model(best)
         choice = select_threshold(
-            model, config.data, config.val_split, config.mask_names, run_dir, config.batch_size
+            model,
+            config.data,
+            config.val_split,
+            config.mask_names,
+            run_dir,
+            config.batch_size,
+            average=config.threshold_average,
         )
     write_bundle(
         best,
