@@ -32,9 +32,8 @@ from experiments.data import PreparedData, data_record, data_scale, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
 from experiments.run_folder import git_commit, hardware, package_versions, write_json, write_text_atomic
 from experiments.run_start import PIPELINES, RunStart, start_run
+from experiments.tables import HEADLINES, initialisation
 from experiments.tasks import Summary, run_classification, run_segmentation
-
-HEADLINES = ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou", "compute_saving")
 
 
 @dataclass
@@ -108,6 +107,7 @@ def _run_started(
     verify: bool,
 ) -> Path:
     config = start.config
+    resolved = to_dict(config)  # as the row's YAML, scale and --sets give it, before the machine's choices
     config.runtime.strategy = strategy or config.runtime.strategy
     config.runtime.precision = mixed_precision or config.runtime.precision
     config.training.seed = config.runtime.seed
@@ -127,6 +127,8 @@ def _run_started(
         "command": "python -m experiments run "
         + " ".join([name, f"--scale {config.scale}", *(f"--set '{o}'" for o in overrides)]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "initialisation": initialisation(resolved),
+        "pretrained": initialisation(resolved) != "random",
         "published": config.evaluation.published,
         "git_commit": git_commit(),
         "versions": package_versions(),

@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
 
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
+# summary.json keys shown as a run's headline (also as `<part>_<metric>`), in this order
+HEADLINES = ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou", "compute_saving")
 COLUMNS = [
     "paper",
     "row",
@@ -44,6 +48,16 @@ class PublishedNumber:
     split: str
     definition: str
     source: str
+
+
+def initialisation(config: Mapping[str, Any]) -> str:
+    """How a row's model starts, from its resolved config mapping (experiment.yaml): "random", "nodule"
+    (S0's nodule pretraining, `pipeline_options.init`), "imagenet" or the weights file named."""
+    if config.get("pipeline") == "nodule_transfer":
+        init = (config.get("pipeline_options") or {}).get("init", "nodule")
+        return "random" if init == "scratch" else str(init)
+    weights = (config.get("model") or {}).get("weights")
+    return "random" if weights is None or str(weights).lower() == "none" else str(weights)
 
 
 def load_published(path: Path = PUBLISHED_PATH) -> dict[str, PublishedNumber]:
