@@ -1,4 +1,4 @@
-"""`python -m experiments list | run NAME | table | record RUN | report SCAN... | pretrain-nodule | bench`.
+"""`python -m experiments list | run | reproduce | table | record | report | pretrain-nodule | bench`.
 
 Bad input (a missing file, an unknown key in a config, a corrupt volume) prints one line naming the
 file and the problem, and exits with status 2 (`common.cli`; `--debug` shows the traceback, `--verbose`
@@ -64,6 +64,20 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set training.epochs=2 (repeatable)",
+    )
+
+    reproduce = commands.add_parser(
+        "reproduce",
+        help="run every row but the demo in sequence (skipping those with a record) into results/",
+    )
+    reproduce.add_argument(
+        "--scale", default="full", help="full (default) or a variant the rows declare, e.g. cpu"
+    )
+    reproduce.add_argument("--only", default=None, metavar="PATTERN", help="only the rows matching (fnmatch)")
+    reproduce.add_argument("--data-dir", type=Path, default=None, help="datasets root (as for run)")
+    reproduce.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: ./runs)")
+    reproduce.add_argument(
+        "--results", type=Path, default=Path("results"), help="records folder (default: ./results)"
     )
 
     table = commands.add_parser("table", help="results tables from run folders beside the published numbers")
@@ -143,6 +157,19 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    """Exit status 0 when every selected row has a record, 1 when any failed."""
+    import os
+
+    from experiments.reproduce import reproduce
+
+    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    results = reproduce(args.scale, data_dir, args.out, args.results, args.only)
+    failed = [result.name for result in results if result.status == "FAILED"]
+    print(f"{len(results) - len(failed)} of {len(results)} row(s) have a record in {args.results}")
+    return 1 if failed else 0
+
+
 def _table(args: argparse.Namespace) -> int:
     from experiments.tables import build_table, format_table, plot_table
 
@@ -202,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "list": lambda args: _list(),
         "run": _run,
+        "reproduce": _reproduce,
         "table": _table,
         "record": _record,
         "report": _report,

@@ -30,6 +30,7 @@ from experiments.config import ExperimentConfig, to_dict
 from experiments.cross_validation import run_cross_validation
 from experiments.data import PreparedData, data_record, data_scale, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
+from experiments.reproduce import config_hash
 from experiments.run_folder import git_commit, hardware, package_versions, write_json, write_text_atomic
 from experiments.run_start import PIPELINES, RunStart, start_run
 from experiments.tables import HEADLINES, initialisation
@@ -127,6 +128,7 @@ def _run_started(
         "command": "python -m experiments run "
         + " ".join([name, f"--scale {config.scale}", *(f"--set '{o}'" for o in overrides)]),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config_hash": config_hash(resolved),
         "initialisation": initialisation(resolved),
         "pretrained": initialisation(resolved) != "random",
         "published": config.evaluation.published,
