@@ -52,10 +52,10 @@ STREAMS = ("ggo", "consolidation")  # the s0_streams row's manifestations
 class Scale:
     """Sizes of one bench run (full, or quick)."""
 
-    repeats: int
+    repeats: int  # timed passes of each input-pipeline variant
     image_size: int
     phantom_cases: int | None  # None: the real CT subset when present
-    train_steps: int
+    train_repeats: int  # timed runs of each model and precision
     predict_slices: int
     predict_size: int
     predict_filters: tuple[int, ...]
@@ -63,36 +63,43 @@ class Scale:
     phantom_volumes: int
 
 
-FULL = Scale(5, 256, None, 3, 100, 128, (16, 32, 64, 128, 256), 3, 8)
-QUICK = Scale(2, 64, 6, 1, 12, 64, (4, 8), 1, 2)
+CPU_UNET = (16, 32, 64, 128, 256)  # the README's CPU-scale U-Net (1.9 M parameters)
+FULL = Scale(5, 256, None, 3, 100, 128, CPU_UNET, 3, 8)
+QUICK = Scale(2, 64, 6, 2, 12, 64, (4, 8), 1, 2)
 
 
 @dataclass(frozen=True)
 class Model:
-    """A training-throughput row: name, builder (called under the precision policy), batch size."""
+    """A training-throughput row: name, builder (called under the precision policy), batch size, and
+    the training steps of one timed run."""
 
     name: str
     build: Callable[[], keras.Model]
     batch_size: int
+    steps: int
 
 
 def _models(quick: bool) -> list[Model]:
     if quick:
         return [
-            Model("U-Net (plain, filters 4-16), 64 px", lambda: _unet(64, (4, 8, 16)), 4),
+            Model("U-Net (plain, filters 4-16), 64 px", lambda: _unet(64, (4, 8, 16)), 4, 1),
             Model(
-                "plain CNN, 64 px", lambda: build_classifier("plain_cnn", (64, 64, 1), 1, filters=(8, 16)), 4
+                "plain CNN, 64 px",
+                lambda: build_classifier("plain_cnn", (64, 64, 1), 1, filters=(8, 16)),
+                4,
+                1,
             ),
         ]
     return [
-        Model("U-Net (plain), 128 px", lambda: _unet(128, None), 8),
-        Model("U-Net (plain), 256 px", lambda: _unet(256, None), 8),
+        Model("U-Net (plain, filters 16-256), 128 px", lambda: _unet(128, CPU_UNET), 8, 4),
+        Model("U-Net (plain, filters 16-256), 256 px", lambda: _unet(256, CPU_UNET), 8, 2),
         Model(
             "DeepLabv3+ on Xception-65 (OS 16), 256 px",
             lambda: build_segmenter("deeplabv3plus", "xception65", (256, 256, 1), 1, output_stride=16),
             4,
+            1,
         ),
-        Model("InceptionV3, 299 px", lambda: build_classifier("inceptionv3", (299, 299, 3), 1), 8),
+        Model("InceptionV3, 299 px", lambda: build_classifier("inceptionv3", (299, 299, 3), 1), 8, 1),
     ]
 
 
@@ -156,8 +163,8 @@ def pipeline_rows(result: PipelineResult) -> tuple[list[Row], str]:
     return rows, note
 
 
-def train_rates(model: Model, policies: Sequence[str], steps: int, repeats: int) -> dict[str, list[float]]:
-    """policy -> images/s of `repeats` timed runs of `steps` steps, the policies alternating run by run."""
+def train_rates(model: Model, policies: Sequence[str], repeats: int) -> dict[str, list[float]]:
+    """policy -> images/s of `repeats` timed runs of `model.steps` steps, the policies taking turns."""
     rng = np.random.default_rng(0)
     built = {}
     for policy in policies:
@@ -173,28 +180,35 @@ def train_rates(model: Model, policies: Sequence[str], steps: int, repeats: int)
     for _ in range(repeats):
         for policy, (network, inputs, targets) in built.items():
             start = time.perf_counter()
-            for _ in range(steps):
+            for _ in range(model.steps):
                 network.train_on_batch(inputs, targets)
-            rates[policy].append(steps * model.batch_size / (time.perf_counter() - start))
+            rates[policy].append(model.steps * model.batch_size / (time.perf_counter() - start))
     keras.backend.clear_session()
     return rates
 
 
-def training_rows(quick: bool, scale: Scale) -> list[Row]:
+def _progress(part: str, started: float) -> None:
+    """One line on stderr when a part is done (the table goes to stdout)."""
+    print(f"bench: {part} done at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
+def training_rows(quick: bool, scale: Scale, started: float) -> list[Row]:
     auto = choose_precision("auto").policy
     policies = ["float32"] if auto == "float32" else ["float32", auto]
     rows = []
     for model in _models(quick):
-        rates = train_rates(model, policies, scale.train_steps, scale.repeats)
+        rates = train_rates(model, policies, scale.train_repeats)
         rows += [Row("training", f"{model.name}, {policy}", rates[policy], "images/s") for policy in policies]
         if len(policies) == 2:
             ratios = [a / f for a, f in zip(rates[auto], rates["float32"], strict=True)]
             rows.append(Row("training", f"{model.name}, {auto} / float32", ratios, "x"))
+        _progress(f"training {model.name}", started)
     return rows
 
 
-def predict_seconds(work: Path, scale: Scale) -> list[float]:
-    """Wall seconds of each `python -m segmentation predict` run on a SYNTHETIC phantom volume."""
+def predict_seconds(work: Path, scale: Scale) -> tuple[list[float], str | None]:
+    """(wall seconds of each `python -m segmentation predict` run on a SYNTHETIC phantom volume, the
+    last stderr line of a failed run, which ends the runs)."""
     phantom = ct_volume(seed=0, size=scale.image_size, slices=scale.predict_slices)
     volume = work / "volume.nii.gz"
     nib.save(nib.Nifti1Image(phantom.hu, phantom.affine), volume)
@@ -214,9 +228,12 @@ def predict_seconds(work: Path, scale: Scale) -> list[float]:
             str(work / f"out{run}"),
         ]
         start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
+        finished = subprocess.run(command, capture_output=True, text=True)
+        if finished.returncode != 0:
+            lines = finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"]
+            return seconds, lines[-1]
         seconds.append(time.perf_counter() - start)
-    return seconds
+    return seconds, None
 
 
 def gated_saving(presence: dict[str, np.ndarray], stream_flops: int, recogniser_flops: int) -> float:
@@ -311,16 +328,21 @@ def goal_lines(rows: list[Row], predict: list[float]) -> list[str]:
     png = _find(rows, "TFRecord PNG, first pass").values
     vs_files = statistics.median(r / f for r, f in zip(raw, files, strict=True))
     vs_png = statistics.median(r / p for r, p in zip(raw, png, strict=True))
-    seconds = statistics.median(predict)
 
     def verdict(ok: bool) -> str:
         return "holds" if ok else "MISSED"
 
-    return [
-        f"goal: TFRecord raw first pass = {vs_files:.1f} x tf.data from the files (goal >= 3: {verdict(vs_files >= 3)}) "
-        f"and {vs_png:.1f} x the PNG first pass (goal >= 5: {verdict(vs_png >= 5)}); medians of per-pass ratios.",
-        f"goal: segmentation predict {seconds:.1f} s wall (goal < 10 s: {verdict(seconds < 10)}).",
+    lines = [
+        f"goal: TFRecord raw first pass = {vs_files:.1f} x tf.data from the files (goal >= 3: "
+        f"{verdict(vs_files >= 3)}) and {vs_png:.1f} x the PNG first pass (goal >= 5: {verdict(vs_png >= 5)}); "
+        "medians of per-pass ratios.",
     ]
+    if predict:
+        seconds = statistics.median(predict)
+        lines.append(
+            f"goal: segmentation predict {seconds:.1f} s wall (goal < 10 s: {verdict(seconds < 10)})."
+        )
+    return lines
 
 
 def run_bench(data: Path, quick: bool = False) -> str:
@@ -334,13 +356,17 @@ def run_bench(data: Path, quick: bool = False) -> str:
         rows, pipeline_note = pipeline_rows(
             measure_pipeline(source, work, scale.image_size, scale.repeats, batch_size=32)
         )
-        rows += training_rows(quick, scale)
+        _progress("input pipeline", started)
+        rows += training_rows(quick, scale, started)
         (work / "predict").mkdir()
-        predict = predict_seconds(work / "predict", scale)
+        predict, predict_error = predict_seconds(work / "predict", scale)
         what = f"{scale.predict_slices}-slice {scale.image_size} x {scale.image_size} volume"
-        rows.append(Row("segmentation predict", what, predict, "s"))
+        if predict:
+            rows.append(Row("segmentation predict", what, predict, "s"))
+        _progress("segmentation predict", started)
         stream_rows, streams_note = streams_rows(data, quick, scale)
         rows += stream_rows
+        _progress("gated streams", started)
     load_end = os.getloadavg()
     header = (
         f"`python -m experiments bench{' --quick' if quick else ''}`: {hardware_line()}. "
@@ -349,13 +375,15 @@ def run_bench(data: Path, quick: bool = False) -> str:
     )
     notes = [
         pipeline_note,
-        f"training: random inputs, `train_on_batch`, two warm-up steps, then {scale.train_steps} steps per run, "
-        "float32 and the auto precision in turn; the ratio is per run",
+        "training: random inputs, `train_on_batch` (binary cross-entropy, Adam), two warm-up steps, then "
+        "runs of a few steps (U-Net 4 at 128 px and 2 at 256 px, else 1), float32 and the auto precision "
+        "in turn; the ratio is per run",
         f"segmentation predict: `python -m segmentation predict` in a fresh process (start-up and model loading "
         f"included) on a SYNTHETIC phantom volume (HU), untrained U-Net with a {scale.predict_size} px input "
         f"(filters {scale.predict_filters[0]}-{scale.predict_filters[-1]})",
         streams_note,
         *goal_lines(rows, predict),
+        *([] if predict_error is None else [f"FAILED: segmentation predict: {predict_error}"]),
     ]
     return markdown(header, rows, notes)
 

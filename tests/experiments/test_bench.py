@@ -59,3 +59,4 @@ def test_quick_bench_prints_every_section_and_writes_the_same_report(tmp_path: P
     )
     assert 0 < float(saving[2]) < 100
     assert "goal: TFRecord raw first pass = " in report and "goal: segmentation predict " in report
+    assert "FAILED" not in report
