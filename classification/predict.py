@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+import classification.models  # noqa: F401  (registers the models' custom layers for loading)
 from common.model_files import load_model_file, require_output_rank
 from data_prep import imageio
 from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config

@@ -9,6 +9,7 @@ one, each epoch in history.csv once, whenever the process was killed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -176,6 +177,8 @@ def fit(
         first_epoch = history.epoch[-1] + 1 if history.epoch else first_epoch + stage.epochs
         _mark_stage_done(run_dir, stage, model, first_epoch)
         shutil.rmtree(backup_dir(run_dir, stage.name), ignore_errors=True)  # after the marker: never lost
+    with contextlib.suppress(OSError):  # `backup/` once empty: every stage is done
+        backup_dir(run_dir, stages[-1].name).parent.rmdir()
     if finished_weights is not None:
         model.load_weights(str(finished_weights))
     return _whole_run_history(run_dir, model)

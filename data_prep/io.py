@@ -86,7 +86,9 @@ def read_nifti(path: str | Path) -> NiftiScan:
         raw = np.asanyarray(proxy.get_unscaled())
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as error:
         raise DataError(path, f"truncated or corrupt NIfTI ({error})") from error
-    if raw.ndim < 3:
+    if raw.ndim > 3 and all(size == 1 for size in raw.shape[3:]):
+        raw = raw.reshape(raw.shape[:3])  # (X, Y, Z, 1): a 3D volume stored with a unit 4th axis
+    if raw.ndim != 3:
         raise DataError(path, f"NIfTI has {raw.ndim} dimensions, shape {raw.shape}; expected a 3D volume")
     scaled = apply_scaling(raw, float(proxy.slope), float(proxy.inter))
     return canonical_scan(require_finite(scaled, path), image.affine)

@@ -119,3 +119,24 @@ def test_tensorflow_log_lines_are_quiet_unless_verbose(tmp_path):
     assert not (tmp_path / "out").exists()
     verbose = _run(*argv, "--verbose")
     assert verbose.returncode == 2 and verbose.stderr.count("\n") > 1  # oneDNN / CPU feature lines
+
+
+def test_opencv_warnings_do_not_precede_the_error_line(tmp_path):
+    """A truncated PNG: OpenCV's own "[ WARN:0@...] PNG input buffer is incomplete" line is quiet."""
+    root = tmp_path / "ct"
+    for folder in ("COVID", "NonCOVID"):
+        (root / folder).mkdir(parents=True)
+    import cv2
+    import numpy as np
+
+    ok, encoded = cv2.imencode(".png", np.arange(64 * 64, dtype=np.uint8).reshape(64, 64))
+    png = encoded.tobytes()
+    (root / "COVID" / "a.png").write_bytes(png[: len(png) // 2])
+    (root / "NonCOVID" / "b.png").write_bytes(png)
+    result = _run("-m", "data_prep", "inspect", "image_folder", str(root))
+    assert result.returncode == 2, result.stderr
+    assert "WARN" not in result.stderr, result.stderr  # (the progress bar shares stderr)
+    assert (
+        result.stderr.splitlines()[-1]
+        == f"error: {root / 'COVID' / 'a.png'}: not a readable image (png is truncated: no end marker)"
+    )

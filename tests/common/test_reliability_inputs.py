@@ -79,6 +79,16 @@ def test_every_array_reader_refuses_nan_and_inf(tmp_path):
     assert read_nifti(tmp_path / "ct.nii.gz").array.shape == (4, 4, 3)
 
 
+def test_a_4d_volume_is_named_as_such_and_a_unit_4th_axis_is_accepted(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    with pytest.raises(
+        DataError, match=re.escape("NIfTI has 4 dimensions, shape (4, 4, 3, 2); expected a 3D")
+    ):
+        read_nifti(tmp_path / "ct.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 1), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    assert read_nifti(tmp_path / "ct.nii.gz").array.shape == (4, 4, 3)
+
+
 def test_a_corrupt_shard_is_named_before_evaluation_reads_it(tmp_path, disks, segmenter_file, capsys):
     import shutil
 
