@@ -1,8 +1,14 @@
-"""Results tables: our numbers from run folders beside the published ones.
+"""Results tables: our numbers from run folders beside the published ones, with the protocol differences.
 
 A run folder (written by `experiments.runner`) holds `run.json` (config name, paper, data scale,
-split type, hardware, the published keys it is compared with) and `summary.json`
-({metric: {"value", "low", "high"}}, 95% bootstrap CI where available).
+split type, hardware, initialisation, the published keys it is compared with), `experiment.yaml` (the
+resolved config) and `summary.json` ({metric: {"value", "low", "high"}}, 95% bootstrap CI where
+available).
+
+Every table line names how our run differs from the published one: split unit, data scale, image size
+and initialisation (beside the row's full-scale config, the paper's settings) and the two metric
+definitions; an entry whose definition is ours, not the paper's, says so and quotes the paper. A
+comparison without our value says why (`why_missing`) instead of a bare n/a.
 """
 
 from __future__ import annotations
@@ -33,9 +39,38 @@ COLUMNS = [
     "published_split",
     "our_split",
     "data_scale",
+    "published_dataset",
+    "our_image_size",
+    "full_image_size",
+    "our_init",
+    "full_init",
+    "our_definition",
+    "published_definition",
+    "why_missing",
     "hardware",
     "run",
 ]
+# What our summary.json keys mean (segmentation keys first where a name means two things).
+SEGMENTATION_DEFINITIONS = {
+    "dice_per_image": "Dice per test slice at the validation threshold, mean (1 where both masks are empty)",
+    "iou_per_image": "IoU per test slice at the validation threshold, mean (1 where both masks are empty)",
+    "dice_per_case": "3-D Dice per held-out volume, mean over cases",
+    "precision": "pixel precision pooled over the test slices",
+    "recall": "pixel recall pooled over the test slices",
+    "dice_infnet_mean": "Inf-Net's view: per-slice Dice at 256 thresholds of min-max scaled probabilities, mean",
+    "dice_ggo": "GGO Dice per test slice, mean",
+    "dice_consolidation": "consolidation Dice per test slice, mean",
+    "dice_gain": "per-slice Dice of the gated streams minus that of one multi-class model, same test slices",
+    "miou_gain": "mIoU (pooled, background excluded) of the gated streams minus that of one multi-class model",
+    "compute_saving": "1 - FLOPs of the recogniser-gated streams / FLOPs of every stream on every test slice",
+}
+CLASSIFICATION_DEFINITIONS = {
+    "accuracy": "test accuracy at the validation-chosen threshold",
+    "precision": "test precision at the validation-chosen threshold",
+    "recall": "test recall at the validation-chosen threshold",
+    "f1": "test F1 at the validation-chosen threshold",
+    "roc_auc": "test ROC-AUC",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +83,8 @@ class PublishedNumber:
     split: str
     definition: str
     source: str
+    paper_says: str = ""  # the paper's own wording where `definition` is ours, not the paper's
+    why_missing: str = ""  # why no run of ours reports `metric`, where that is known
 
 
 def initialisation(config: Mapping[str, Any]) -> str:
@@ -84,13 +121,45 @@ def find_runs(runs_dir: Path) -> list[Path]:
     return [folder for _, folder in sorted(newest.values(), key=lambda item: str(item[1]))]
 
 
+def _full_scale_config(name: str) -> dict[str, Any] | None:
+    """The row's config at full scale (the paper's settings) as a mapping; None for an unknown row."""
+    from experiments.config import to_dict
+    from experiments.registry import get_experiment
+
+    try:
+        return to_dict(get_experiment(name))
+    except KeyError:
+        return None
+
+
+def our_definition(metric: str, config: Mapping[str, Any]) -> str:
+    """What a summary.json key means for a row of this config's task ('' when not listed)."""
+    tables = (SEGMENTATION_DEFINITIONS, CLASSIFICATION_DEFINITIONS)
+    if (config.get("model") or {}).get("task") != "segmentation":
+        tables = tables[::-1]
+    return next((table[metric] for table in tables if metric in table), "")
+
+
+def why_missing(number: PublishedNumber, summary: Mapping[str, Any]) -> str:
+    """Why a run has no value to compare with `number`."""
+    if number.why_missing:
+        return number.why_missing
+    if number.metric in summary:
+        return f"{number.metric} is undefined on this test split (null in summary.json)"
+    return f"this run's summary.json has no {number.metric}"
+
+
 def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = None) -> pd.DataFrame:
-    """One row per (run, compared metric): ours with CI, published, difference, scale and split."""
+    """One row per (run, compared metric): ours with CI, published, difference, and the protocol of
+    both (split, data, image size and initialisation beside the full-scale row, metric definitions)."""
     published = published if published is not None else load_published()
     rows = []
     for folder in find_runs(runs_dir):
         run = json.loads((folder / "run.json").read_text())
         summary = json.loads((folder / "summary.json").read_text())
+        config_file = folder / "experiment.yaml"
+        config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+        full = _full_scale_config(run["name"]) or {}
         for key in run.get("published", []):
             number = published[key]
             ours = summary.get(number.metric, {})
@@ -108,6 +177,16 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
                     "published_split": number.split,
                     "our_split": run.get("split_type", ""),
                     "data_scale": run.get("data_scale", ""),
+                    "published_dataset": number.dataset,
+                    "our_image_size": (config.get("data") or {}).get("image_size"),
+                    "full_image_size": (full.get("data") or {}).get("image_size"),
+                    "our_init": run.get("initialisation") or (initialisation(config) if config else ""),
+                    "full_init": initialisation(full) if full else "",
+                    "our_definition": our_definition(number.metric, config or full)
+                    or ("see summary.json" if number.metric in summary else "none"),
+                    "published_definition": number.definition
+                    + (f" (the paper: {number.paper_says})" if number.paper_says else ""),
+                    "why_missing": "" if value is not None else why_missing(number, summary),
                     "hardware": run.get("hardware", {}).get("summary", ""),
                     "run": str(folder),
                 }
@@ -115,8 +194,39 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def _init_text(init: str) -> str:
+    return {"": "?", "random": "not pretrained"}.get(init, f"pretrained: {init}")
+
+
+def _pixels(size: float | None) -> str:
+    return "?" if size is None or pd.isna(size) else f"{int(size)} px"
+
+
+def protocol(line: Mapping[str, Any]) -> str:
+    """One table line's protocol, ours / published: split, data, then image size and initialisation
+    beside the row's full-scale config, and the two metric definitions."""
+    return "; ".join(
+        [
+            f"split: {line['our_split'] or '?'} / {line['published_split']}",
+            f"data: {line['data_scale'] or '?'} / {line['published_dataset']}",
+            f"size: {_pixels(line['our_image_size'])} (full-scale row {_pixels(line['full_image_size'])})",
+            f"init: {_init_text(line['our_init'])} (full-scale row {_init_text(line['full_init'])})",
+            f"metric: {line['our_definition']} / {line['published_definition']}",
+        ]
+    )
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.3f}"
+
+
+def _ours(value: float | None, low: float | None, high: float | None, missing: str) -> str:
+    """`value (low-high)`, `value`, or `n/a: why` when there is no value."""
+    if value is None or pd.isna(value):
+        return f"n/a: {missing}"
+    if low is None or pd.isna(low):
+        return _fmt(value)
+    return f"{_fmt(value)} ({_fmt(low)}-{_fmt(high)})"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -148,15 +258,14 @@ def format_table(table: pd.DataFrame, fmt: str = "md") -> str:
             "row": table["row"],
             "metric": table["metric"],
             "ours (95% CI)": [
-                f"{_fmt(v)} ({_fmt(lo)}-{_fmt(hi)})" if lo is not None and not pd.isna(lo) else _fmt(v)
-                for v, lo, hi in zip(table["ours"], table["ci_low"], table["ci_high"], strict=True)
+                _ours(v, lo, hi, why)
+                for v, lo, hi, why in zip(
+                    table["ours"], table["ci_low"], table["ci_high"], table["why_missing"], strict=True
+                )
             ],
             "published": [_fmt(v) for v in table["published"]],
             "difference": [_fmt(v) for v in table["difference"]],
-            "split (ours / published)": [
-                f"{a} / {b}" for a, b in zip(table["our_split"], table["published_split"], strict=True)
-            ],
-            "data": table["data_scale"],
+            "protocol (ours / published)": [protocol(line) for line in table.to_dict("records")],
             "hardware": table["hardware"],
         }
     )
