@@ -16,6 +16,7 @@ No TensorFlow import here: the runner is imported when a row runs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -35,18 +36,48 @@ EXCLUDED = ("demo",)
 # Keys that do not change what a run computes, or that the runner fills in from the machine / other keys.
 UNHASHED = (("description",), ("scales",), ("training", "mixed_precision"), ("training", "seed"))
 RUN_PREFIX = "run:"
+_NO_DEFAULT = object()
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    """{field: default} of a dataclass, dataclass-valued defaults as mappings (required fields left out)."""
+    defaults = {}
+    for item in dataclasses.fields(cls):
+        if item.default is not dataclasses.MISSING:
+            defaults[item.name] = item.default
+        elif item.default_factory is not dataclasses.MISSING:
+            value = item.default_factory()
+            defaults[item.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+    return defaults
+
+
+def _without_defaults(values: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` less the keys that hold their default (recursing into the config's sections)."""
+    kept = {}
+    for key, value in values.items():
+        default = defaults.get(key, _NO_DEFAULT)
+        if isinstance(value, Mapping) and isinstance(default, Mapping) and default:
+            value = _without_defaults(value, default)
+            if value:
+                kept[key] = value
+        elif value != default:
+            kept[key] = value
+    return kept
 
 
 def config_hash(config: ExperimentConfig | Mapping[str, Any]) -> str:
     """SHA-256 (hex) of a resolved config (an `ExperimentConfig` or its experiment.yaml mapping) as
-    canonical JSON, without the `UNHASHED` keys: the same for a row's config before a run and for the
-    experiment.yaml the run wrote."""
+    canonical JSON, without the `UNHASHED` keys and without values equal to the dataclass defaults: the
+    same for a row's config before a run, for the experiment.yaml the run wrote, and for a record
+    written before a field with a default was added to the config classes (changing a default's
+    value therefore does not change the hash)."""
     values = copy.deepcopy(to_dict(config) if isinstance(config, ExperimentConfig) else dict(config))
     for *parents, leaf in UNHASHED:
         node = values
         for part in parents:
             node = node.get(part) or {}
         node.pop(leaf, None)
+    values = _without_defaults(values, _field_defaults(ExperimentConfig))
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 

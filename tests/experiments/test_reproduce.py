@@ -138,6 +138,11 @@ def test_config_hash_ignores_what_the_runner_fills_in_and_sees_real_changes():
     written = to_dict(config)
     written["training"].update(seed=0, mixed_precision="mixed_bfloat16")  # as the runner writes it
     assert config_hash(yaml.safe_load(yaml.safe_dump(written))) == config_hash(config)
+    # a record written before a field with a default existed
+    del written["runtime"]["deterministic"], written["data"]["cv_protocol"]
+    assert config_hash(written) == config_hash(config)
+    written["runtime"]["deterministic"] = True
+    assert config_hash(written) != config_hash(config)
     assert config_hash(get_experiment("s2_vgg16_ct", ["training.epochs=7"], scale="cpu")) != config_hash(
         config
     )
