@@ -60,3 +60,21 @@ def test_the_s4_rows_share_one_lung_segmenter_at_cpu_scale():
 def test_an_unknown_scale_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"no scale 'tiny'; this row has: full, cpu"):
         get_experiment("s2_vgg16_ct", scale="tiny")
+
+
+@pytest.mark.shared_data
+def test_every_cpu_variant_finds_its_inputs_in_the_shared_subsets(shared_data):
+    from data_prep.errors import DataError
+    from experiments.run_start import check_inputs
+
+    missing = {}
+    for name in ROWS:
+        try:
+            check_inputs(get_experiment(name, scale="cpu"), shared_data)
+        except (ConfigError, DataError) as error:
+            missing[name] = str(error)
+    # the slice classifier needs infection-free slices, which only the full Zenodo download has
+    assert list(missing) == ["s3_cnn_slice_classifier_zenodo"]
+    assert (
+        "COVID-19-CT-Seg: dataset folder of data.root not found" in missing["s3_cnn_slice_classifier_zenodo"]
+    )
