@@ -107,7 +107,7 @@ def input_files(folder: str | Path) -> list[Path]:
     folders left out); warns once naming the other files, which are skipped."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(folder, "no such file or folder")
+        raise DataError(folder, "missing image folder")
     files = sorted(
         p
         for p in folder.rglob("*")
