@@ -142,10 +142,11 @@ def _in_slice_order(members: list[Record]) -> list[Record]:
     return sorted(members, key=lambda record: record.slice_index)
 
 
-def _trimmed(members: list[Record], keep_fraction: float) -> list[Record]:
+def _kept(members: list[Record], keep_fraction: float) -> slice:
+    """The trimmed part of one volume's records (in slice order); a single image is kept whole."""
     if members[0].volume_id is None:
-        return members
-    return members[preprocess.trim_slices(len(members), keep_fraction)]
+        return slice(None)
+    return preprocess.trim_slices(len(members), keep_fraction)
 
 
 def trim_records(records: Iterable[Record], keep_fraction: float = 0.5) -> Iterator[Record]:
@@ -153,7 +154,8 @@ def trim_records(records: Iterable[Record], keep_fraction: float = 0.5) -> Itera
     in `slice_index` order (e.g. 12 slices, 0.5 -> slice indices 3..8). Records keep their
     `slice_index`; DataError when a volume's record has none."""
     for members in _volumes(records):
-        yield from _trimmed(_in_slice_order(members), keep_fraction)
+        ordered = _in_slice_order(members)
+        yield from ordered[_kept(ordered, keep_fraction)]
 
 
 def to_uint8(image: np.ndarray, intensity: str, window: str | tuple[float, float], path: str) -> np.ndarray:
@@ -275,10 +277,9 @@ def _label_free_volume(
         if lung_predictor is None:
             raise ValueError('crop rule "model" needs a lung model for validation and test records')
         predicted = lung_predictor(images, intensity)
-    kept = set(id(record) for record in _trimmed(members, recipe.keep_fraction))
-    for k, record in enumerate(members):
-        if id(record) not in kept:
-            continue
+    kept = _kept(members, recipe.keep_fraction)
+    for k in range(len(members))[kept]:
+        record = members[k]
         lungs = None if predicted is None else predicted[k : k + 1]
         (image,), (box,) = model_inputs([record.image], intensity, recipe, lungs, record.path)
         masks = {name: preprocess.crop_to_box(mask, box) for name, mask in record.masks.items()}
@@ -289,7 +290,7 @@ def _label_free_volume(
 
 
 def _training_volume(members: list[Record], recipe: CTRecipe, seed: int) -> Iterator[Record]:
-    for record in _trimmed(members, recipe.keep_fraction):
+    for record in members[_kept(members, recipe.keep_fraction)]:
         enhanced = enhance(record, recipe)
         if recipe.crop == "model":
             enhanced = crop_record(enhanced, jittered_label_box(enhanced, recipe, seed))
