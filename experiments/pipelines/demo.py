@@ -1,9 +1,10 @@
 """The demo: three small rows on SYNTHETIC phantoms, trained for a few epochs each, then one table.
 
 Parts (each a sub-run in `run_dir/<part>/`, configured by `pipeline_options.parts.<part>` overrides
-of the demo config): a CT slice classifier (COVID vs non-COVID phantoms in the image-folder layout),
+of the demo config): a chest X-ray classifier (COVID vs non-COVID phantoms in the COVID-QU-Ex layout),
 an infection segmenter (MedSeg-layout phantoms) and the S0 specialized streams gated by the
-manifestation recogniser. Nothing is downloaded; every number is on synthetic data.
+manifestation recogniser. Nothing is downloaded; every number is on synthetic data. The demo config
+sets `runtime.deterministic`, so two runs on one machine print the same table.
 """
 
 from __future__ import annotations

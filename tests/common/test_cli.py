@@ -72,6 +72,17 @@ def test_warnings_print_as_one_line():
     assert shown == ["warning: skipped 2 files\n"]
 
 
+def test_permission_and_tensorflow_data_errors_are_messages():
+    import tensorflow as tf
+
+    denied = PermissionError(13, "Permission denied", "/runs/out.csv")
+    assert user_error_message(denied) == "/runs/out.csv: Permission denied"
+    corrupt = tf.errors.DataLossError(None, None, "corrupted record at 4271")
+    assert user_error_message(corrupt) == (
+        "TFRecord data: corrupted record at 4271 (a shard is corrupt; its manifest SHA-256 tells which)"
+    )
+
+
 def test_a_bug_keeps_its_traceback():
     def handler(args):
         return int("not a number")  # a ValueError raised by a builtin, not by a `raise` of ours

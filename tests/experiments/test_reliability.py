@@ -138,3 +138,16 @@ def test_two_deterministic_runs_give_identical_metrics(tmp_path, capsys):
     histories = [(run / "history.csv").read_text() for run in (first, second)]
     assert histories[0] == histories[1]
     assert "verified" in capsys.readouterr().out  # shard checksums were checked before training
+
+
+@pytest.mark.slow
+def test_the_demo_prints_the_same_table_twice_and_its_classifier_learns(tmp_path, capsys):
+    """The README's demo, twice from scratch (phantoms, TFRecords, training): one table, ROC-AUC >= 0.9."""
+    tables = []
+    for attempt in ("a", "b"):
+        assert main(["run", "demo", "--out", str(tmp_path / attempt)]) == 0
+        out = capsys.readouterr().out
+        tables.append(out[out.index("Demo on SYNTHETIC phantoms") : out.index("\ndemo: ")])
+        summary = json.loads((tmp_path / attempt / "demo" / "latest" / "summary.json").read_text())
+        assert summary["classifier_roc_auc"]["value"] >= 0.9
+    assert tables[0] == tables[1]
