@@ -44,6 +44,8 @@ COLUMNS = [
     "full_image_size",
     "our_init",
     "full_init",
+    "our_model",
+    "full_model",
     "our_definition",
     "published_definition",
     "why_missing",
@@ -132,6 +134,12 @@ def _full_scale_config(name: str) -> dict[str, Any] | None:
         return None
 
 
+def model_name(config: Mapping[str, Any]) -> str:
+    """`name` or `decoder/encoder` of a config mapping's model ('' when there is none)."""
+    model = config.get("model") or {}
+    return "/".join(str(part) for part in (model.get("name"), model.get("encoder")) if part)
+
+
 def our_definition(metric: str, config: Mapping[str, Any]) -> str:
     """What a summary.json key means for a row of this config's task ('' when not listed)."""
     tables = (SEGMENTATION_DEFINITIONS, CLASSIFICATION_DEFINITIONS)
@@ -182,6 +190,8 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
                     "full_image_size": (full.get("data") or {}).get("image_size"),
                     "our_init": run.get("initialisation") or (initialisation(config) if config else ""),
                     "full_init": initialisation(full) if full else "",
+                    "our_model": model_name(config),
+                    "full_model": model_name(full),
                     "our_definition": our_definition(number.metric, config or full)
                     or ("see summary.json" if number.metric in summary else "none"),
                     "published_definition": number.definition
@@ -204,13 +214,17 @@ def _pixels(size: float | None) -> str:
 
 def protocol(line: Mapping[str, Any]) -> str:
     """One table line's protocol, ours / published: split, data, then image size and initialisation
-    beside the row's full-scale config, and the two metric definitions."""
+    (and the model, where it differs) beside the row's full-scale config, and the two metric definitions."""
+    model = []
+    if line["our_model"] and line["full_model"] and line["our_model"] != line["full_model"]:
+        model = [f"model: {line['our_model']} (full-scale row {line['full_model']})"]
     return "; ".join(
         [
             f"split: {line['our_split'] or '?'} / {line['published_split']}",
             f"data: {line['data_scale'] or '?'} / {line['published_dataset']}",
             f"size: {_pixels(line['our_image_size'])} (full-scale row {_pixels(line['full_image_size'])})",
             f"init: {_init_text(line['our_init'])} (full-scale row {_init_text(line['full_init'])})",
+            *model,
             f"metric: {line['our_definition']} / {line['published_definition']}",
         ]
     )

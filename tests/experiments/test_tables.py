@@ -40,7 +40,10 @@ def dice(value: float) -> dict:
     return {"dice_per_image": {"value": value, "low": value - 0.1, "high": value + 0.1}}
 
 
-SEGMENTER_128 = {"data": {"image_size": 128}, "model": {"task": "segmentation", "weights": None}}
+SEGMENTER_128 = {
+    "data": {"image_size": 128},
+    "model": {"task": "segmentation", "name": "unet", "encoder": "plain", "weights": None},
+}
 
 
 def test_published_numbers_carry_the_seed_headlines():
@@ -169,3 +172,26 @@ def test_s0_lines_say_whose_definition_they_compare(tmp_path):
     )
     assert "OUR definition, not the paper's: Dice of specialized" in line
     assert "(the paper: +4% Dice 'compared to the recent literature')" in line
+
+
+def test_a_smaller_model_than_the_full_scale_row_is_named(tmp_path):
+    config = {
+        "data": {"image_size": 128},
+        "model": {"task": "binary", "name": "efficientnetb0", "weights": None},
+    }
+    summary = {"accuracy": {"value": 0.8, "low": 0.7, "high": 0.9}}
+    make_run(
+        tmp_path,
+        "s4_efficientnetb7_original",
+        "20261101T000000Z",
+        summary,
+        ["s4_efficientnetb7_original"],
+        config,
+        "S4",
+        initialisation="random",
+    )
+    line = format_table(build_table(tmp_path)).splitlines()[-1]
+    assert (
+        "init: not pretrained (full-scale row pretrained: imagenet); "
+        "model: efficientnetb0 (full-scale row efficientnetb7); metric: test accuracy" in line
+    )
