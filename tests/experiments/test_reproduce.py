@@ -148,3 +148,26 @@ def test_config_hash_ignores_what_the_runner_fills_in_and_sees_real_changes():
     )
     assert config_hash(get_experiment("s2_vgg16_ct")) != config_hash(config)
     assert len(config_hash(config)) == 64
+
+
+@pytest.mark.slow
+def test_the_runner_records_the_hash_reproduce_looks_for(tmp_path):
+    from experiments.reproduce import record_hash
+    from experiments.runner import run_experiment
+
+    overrides = [
+        "data.phantom=true",
+        "training.epochs=1",
+        "data.steps_per_epoch=2",
+        "data.image_size=32",
+        "model.options={encoder_kwargs: {filters: [4, 8, 16]}}",
+        "evaluation.bootstrap_resamples=20",
+    ]
+    name = "s1_unet_infection_medseg"
+    run_dir = run_experiment(name, tmp_path / "unused", tmp_path / "runs", overrides, scale="cpu")
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["config_hash"] == config_hash(get_experiment(name, overrides, scale="cpu"))
+    assert (record["initialisation"], record["pretrained"], record["scale"]) == ("random", False, "cpu")
+    record.pop("config_hash")  # an older record: the hash comes from its experiment.yaml
+    (run_dir / "run.json").write_text(json.dumps(record))
+    assert record_hash(run_dir) == config_hash(get_experiment(name, overrides, scale="cpu"))
