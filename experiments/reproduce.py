@@ -35,7 +35,7 @@ from experiments.run_folder import export_record
 EXCLUDED = ("demo",)
 # Keys that do not change what a run computes, or that the runner fills in from the machine / other keys.
 UNHASHED = (("description",), ("scales",), ("training", "mixed_precision"), ("training", "seed"))
-RUN_PREFIX = "run:"
+RUN_PREFIX = "run:"  # as `experiments.cross_validation.RUN_PREFIX` (that module imports TensorFlow)
 _NO_DEFAULT = object()
 
 
