@@ -171,3 +171,9 @@ def test_the_runner_records_the_hash_reproduce_looks_for(tmp_path):
     record.pop("config_hash")  # an older record: the hash comes from its experiment.yaml
     (run_dir / "run.json").write_text(json.dumps(record))
     assert record_hash(run_dir) == config_hash(get_experiment(name, overrides, scale="cpu"))
+
+
+def test_the_cascade_prefix_is_the_one_cross_validation_resolves():
+    from experiments.cross_validation import RUN_PREFIX
+
+    assert reproduce_module.RUN_PREFIX == RUN_PREFIX
