@@ -206,9 +206,23 @@ def training_rows(quick: bool, scale: Scale, started: float) -> list[Row]:
     return rows
 
 
-def predict_seconds(work: Path, scale: Scale) -> tuple[list[float], str | None]:
-    """(wall seconds of each `python -m segmentation predict` run on a SYNTHETIC phantom volume, the
-    last stderr line of a failed run, which ends the runs)."""
+STARTUP_COMMAND = "import segmentation.predict"  # what `python -m segmentation predict` imports
+
+
+def _timed(command: list[str]) -> tuple[float, str | None]:
+    """(wall seconds, None) of a finished command, or (seconds, its last stderr line) when it failed."""
+    start = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if finished.returncode == 0:
+        return seconds, None
+    return seconds, (finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"])[-1]
+
+
+def predict_seconds(work: Path, scale: Scale) -> tuple[dict[str, list[float]], str | None]:
+    """({"predict": wall seconds of each `python -m segmentation predict` run on a SYNTHETIC phantom
+    volume, "start-up": of `python -c STARTUP_COMMAND` in the same rounds}, the last stderr line of a
+    failed run, which ends the runs)."""
     phantom = ct_volume(seed=0, size=scale.image_size, slices=scale.predict_slices)
     volume = work / "volume.nii.gz"
     nib.save(nib.Nifti1Image(phantom.hu, phantom.affine), volume)
@@ -216,9 +230,9 @@ def predict_seconds(work: Path, scale: Scale) -> tuple[list[float], str | None]:
     model_path.parent.mkdir()
     _unet(scale.predict_size, scale.predict_filters).save(model_path)
     keras.backend.clear_session()
-    seconds = []
+    seconds: dict[str, list[float]] = {"predict": [], "start-up": []}
     for run in range(scale.predict_runs):
-        command = [
+        predict = [
             sys.executable,
             "-m",
             "segmentation",
@@ -227,12 +241,11 @@ def predict_seconds(work: Path, scale: Scale) -> tuple[list[float], str | None]:
             str(volume),
             str(work / f"out{run}"),
         ]
-        start = time.perf_counter()
-        finished = subprocess.run(command, capture_output=True, text=True)
-        if finished.returncode != 0:
-            lines = finished.stderr.strip().splitlines() or [f"exit status {finished.returncode}"]
-            return seconds, lines[-1]
-        seconds.append(time.perf_counter() - start)
+        for name, command in (("predict", predict), ("start-up", [sys.executable, "-c", STARTUP_COMMAND])):
+            elapsed, error = _timed(command)
+            if error is not None:
+                return seconds, error
+            seconds[name].append(elapsed)
     return seconds, None
 
 
@@ -359,10 +372,14 @@ def run_bench(data: Path, quick: bool = False) -> str:
         _progress("input pipeline", started)
         rows += training_rows(quick, scale, started)
         (work / "predict").mkdir()
-        predict, predict_error = predict_seconds(work / "predict", scale)
+        timings, predict_error = predict_seconds(work / "predict", scale)
+        predict = timings["predict"]
         what = f"{scale.predict_slices}-slice {scale.image_size} x {scale.image_size} volume"
         if predict:
             rows.append(Row("segmentation predict", what, predict, "s"))
+        if timings["start-up"]:
+            startup = f"start-up alone: `python -c '{STARTUP_COMMAND}'`"
+            rows.append(Row("segmentation predict", startup, timings["start-up"], "s"))
         _progress("segmentation predict", started)
         stream_rows, streams_note = streams_rows(data, quick, scale)
         rows += stream_rows
