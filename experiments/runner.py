@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 import yaml
 
-from common.mixed_precision import choose_precision
+from common.mixed_precision import PrecisionChoice, choose_precision
 from common.shard_checks import verify_shards
 from experiments.config import ExperimentConfig, to_dict
 from experiments.cross_validation import run_cross_validation
@@ -97,6 +97,14 @@ def run_experiment(
         start.discard()  # a no-op once published
 
 
+def apply_precision(config: ExperimentConfig) -> PrecisionChoice:
+    """Resolves `config.runtime.precision` ("auto": by this machine) into the training policy
+    (`config.training.mixed_precision`, None for float32), as every run gets it; returns the choice."""
+    choice = choose_precision(config.runtime.precision)
+    config.training.mixed_precision = None if choice.policy == "float32" else choice.policy
+    return choice
+
+
 def _run_started(
     start: RunStart,
     name: str,
@@ -115,8 +123,7 @@ def _run_started(
     if config.runtime.deterministic:
         make_deterministic(config.runtime.seed)
     distribution = make_strategy(config.runtime.strategy)
-    precision = choose_precision(config.runtime.precision)  # after the strategy: it lists the GPUs
-    config.training.mixed_precision = None if precision.policy == "float32" else precision.policy
+    precision = apply_precision(config)  # after the strategy: it lists the GPUs
     chief = is_chief()
     run_dir = start.folder if chief else _worker_dir(out_dir, config.name)
     cache_dir = out_dir / ".cache" / ("chief" if chief else f"worker-{worker_index()}")

@@ -22,7 +22,7 @@ from experiments.pipelines.lung_then_classify import (
     write_variants,
 )
 from experiments.registry import get_experiment
-from experiments.runner import run_experiment
+from experiments.runner import apply_precision, run_experiment
 from segmentation.predict import load_segmenter
 from tfrecords.manifest import load_manifest
 from tfrecords.reader import check_shards, read_examples
@@ -133,6 +133,7 @@ def test_s4_row_end_to_end_and_the_cache_shared_by_the_other_rows(tmp_path):
     # Another row (another classifier and variant) finds the segmenter and the variants in the cache.
     cache = out / ".cache" / "chief"
     other = get_experiment("s4_vgg19bn_without_lung", TINY)
+    apply_precision(other)  # as the runner does for every row
     manifest = load_manifest(json.loads((run_dir / "run.json").read_text())["manifests"][0]["directory"])
     options = LungSegmenterOptions.from_config(other)
     best, metrics = train_lung_segmenter(other, manifest, cache, tf.distribute.get_strategy(), options)
