@@ -252,7 +252,8 @@ def test_zenodo_published_layout(tmp_path, with_infection_folder):
         "coronacases",
         "coronacases_001",
     )
-    assert (rp0.patient_id, rp0.source) == ("radiopaedia_7_85703_0", "radiopaedia")
+    # a Radiopaedia patient's series share one patient id (`patient_of`); the volume is the series
+    assert (rp0.patient_id, rp0.source, rp0.volume_id) == ("radiopaedia_7", "radiopaedia", "radiopaedia_7_85703_0")
     assert cc0.labels == () and cc1.labels == ("infection",)
     # LPS: stored voxel (0, 0) is patient right-anterior -> display top-left corner.
     assert cc1.masks["infection"][0, 0] == 1 and cc1.masks["infection"].sum() == 1
