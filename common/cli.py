@@ -11,7 +11,7 @@ Known failures (`user_error_message`):
 - a `ValueError` / `KeyError` / `OSError` raised explicitly (a `raise` statement) in the project's own
   code: these are the project's validation messages (config errors, unknown names, bad options);
 - an `OSError` that names its file (missing, not writable, name too long, ...), from anywhere;
-- YAML and JSON syntax errors, TensorFlow's corrupt-record and missing-file errors,
+- YAML and JSON syntax errors, TensorFlow's corrupt-record error (`DataLossError`),
   `common.weights.PretrainedWeightsUnavailable`.
 
 TensorFlow is never imported here: modules of failure types are looked up in `sys.modules`, so a
@@ -123,15 +123,14 @@ def _syntax_error_message(error: BaseException) -> str | None:
 
 
 def _tensorflow_message(error: BaseException) -> str | None:
-    """TensorFlow's corrupt-record and missing-file errors, when TensorFlow was imported at all."""
+    """TensorFlow's corrupt-record error, when TensorFlow was imported at all (missing shards are
+    found before reading: `tfrecords.reader.check_shards`)."""
     errors: ModuleType | None = sys.modules.get("tensorflow.python.framework.errors_impl")
     if errors is None:
         return None
     if isinstance(error, errors.DataLossError):
         return f"TFRecord data: {error.message} (a shard is corrupt; its manifest SHA-256 tells which)"
-    if isinstance(error, errors.NotFoundError | errors.PermissionDeniedError):
-        return error.message
-    return None
+    return None  # other TensorFlow errors (NotFound of an op, shapes, ...) are bugs: traceback
 
 
 def _raised_by_project(trace: TracebackType | None) -> bool:

@@ -90,7 +90,7 @@ def run_experiment(
     """
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     chief = is_chief()
-    start = start_run(name, out_dir, data_dir, list(overrides), scale, resume and chief, folder=chief)
+    start = start_run(name, out_dir, data_dir, list(overrides), scale, resume, folder=chief)
     try:
         return _run_started(start, name, out_dir, data_dir, list(overrides), strategy, mixed_precision, verify)
     finally:
