@@ -181,9 +181,12 @@ def test_corrupted_test_labels_change_no_test_input(cascade, tmp_path):
             path = corrupted / folder / f"{case}.nii.gz"
             scan = read_nifti(path)
             write_nifti(path, rng.integers(0, 2, scan.source_shape).astype(np.uint8), scan.source_affine)
-    config = get_experiment("s3_unet_infection_zenodo", INFECTION)
+    # the same split as the clean fold (a stratified split may move cases when their labels change)
+    clean_split = json.loads((fold_dir / "data.json").read_text())["manifests"][0]["split_file"]["path"]
+    split = ["data.folds=null", "data.split=file", f"data.split_file={clean_split}"]
+    config = get_experiment("s3_unet_infection_zenodo", [*INFECTION, *split])
     lung_model = _fold_dir(cascade, "s3_unet_lung_zenodo", 0) / "best.keras"
-    manifest, _ = prepare_source("zenodo", corrupted, config.data, tmp_path / "cache", 0, 0, lung_model)
+    manifest, _ = prepare_source("zenodo", corrupted, config.data, tmp_path / "cache", 0, None, lung_model)
     clean = _test_examples(fold_dir)
     dirty = list(read_examples(manifest.directory, "test"))
     assert [e["key"] for e in clean] == [e["key"] for e in dirty]
