@@ -19,7 +19,7 @@ from typing import Any
 
 from common.cli import run_command
 from common.shard_checks import verify_shards
-from common.staging import staged_folder
+from common.atomic import staged_folder
 
 TRAIN_FLAGS = {  # flag -> (config key, type, help)
     "--data": ("data", str, "TFRecord directory (python -m tfrecords write)"),
