@@ -1,6 +1,6 @@
 """Command line: `python -m classification train|evaluate|predict|uncertainty ...`.
 
-    python -m classification train --config CFG.yaml [--set training.epochs=3 ...]
+    python -m classification train --config CFG.yaml --run-dir RUN_DIR [--set training.epochs=3 ...]
     python -m classification evaluate --run RUN_DIR [--model M.keras] [--out DIR]
     python -m classification predict MODEL INPUT OUT.csv [--preprocess SPEC]
     python -m classification uncertainty --run RUN_DIR --method ensemble --models A.keras B.keras
@@ -17,20 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from common.cli import run_command
-
-
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """["training.epochs=3", ...] -> {"training.epochs": 3}; values are parsed as YAML."""
-    result = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        result[key] = yaml.safe_load(value)
-    return result
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,7 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train (or resume) a classifier, then evaluate it on test")
-    train.add_argument("--config", required=True, help="YAML run config (see classification.train)")
+    train.add_argument("--config", required=True, help="YAML config tree (see classification.train)")
+    train.add_argument("--run-dir", required=True, help="run folder (resumed when it exists)")
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. training.epochs=3"
     )
@@ -84,15 +73,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any] | None:
-    from classification.train import load_run_config, train_classifier
+    from classification.data import ClassificationInputs
+    from classification.train import train_classifier
+    from common.config import load_task_config
     from common.model_files import load_model_file, require_output_rank
     from common.shard_checks import verify_shards
+    from common.task import CONFIG_FILE
 
     if args.command == "train":
-        config = load_run_config(args.config, _overrides(args.set))
+        config = load_task_config(args.config, args.set)
         if not args.no_verify:
-            print(verify_shards(config.data.manifests))
-        result = train_classifier(config, evaluate=not args.no_evaluate)
+            print(verify_shards(ClassificationInputs(config).manifests))
+        result = train_classifier(config, args.run_dir, evaluate=not args.no_evaluate)
         return result["metrics"]
     if args.command == "predict":
         from classification.predict import predict
@@ -101,10 +93,11 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | None:
         print(f"wrote {args.out_csv}: {len(frame)} predictions")
         return None
     run = Path(args.run)
-    config = load_run_config(run / "config.yaml")
+    config = load_task_config(run / CONFIG_FILE)
+    inputs = ClassificationInputs(config)
     options = {
-        "n_resamples": args.n_resamples or config.evaluation.n_resamples,
-        "seed": config.evaluation.seed,
+        "n_resamples": args.n_resamples or config.evaluation.bootstrap_resamples,
+        "seed": config.runtime.seed,
         "criterion": getattr(args, "criterion", None) or config.evaluation.criterion,
         "run_dir": run,
     }
@@ -112,15 +105,15 @@ def _run(args: argparse.Namespace) -> dict[str, Any] | None:
         from classification.evaluate import evaluate_model
 
         if not args.no_verify:
-            print(verify_shards(config.data.manifests))
+            print(verify_shards(inputs.manifests))
         model = load_model_file(args.model or run / "best.keras")
         require_output_rank(model, 2, args.model or run / "best.keras")
-        return evaluate_model(model, config.data, args.out or run / "eval", **options)
+        return evaluate_model(model, inputs, args.out or run / "eval", **options)
     from classification.uncertainty import evaluate_uncertainty
 
     models = [load_model_file(path) for path in (args.models or [run / "best.keras"])]
     out = args.out or run / f"uncertainty_{args.method}"
-    return evaluate_uncertainty(models, config.data, out, args.method, args.samples, **options)
+    return evaluate_uncertainty(models, inputs, out, args.method, args.samples, **options)
 
 
 def _headline(report: dict[str, Any]) -> str:

@@ -12,14 +12,13 @@ Images are float32 (B, H, W, channels) in [0, 1]: the classifiers scale inside t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from common.config import TaskConfig
 from tfrecords.augment import AugmentConfig
 from tfrecords.manifest import Manifest, load_manifest
 from tfrecords.reader import META_FIELDS, make_dataset
@@ -27,48 +26,33 @@ from tfrecords.reader import META_FIELDS, make_dataset
 TASKS = ("binary", "multiclass", "multilabel")
 
 
-@dataclass
-class DataConfig:
-    """Where the images come from and how they are fed.
+class ClassificationInputs:
+    """A classifier run's inputs, resolved from its config tree: the TFRecord folders' manifests, the
+    run's class names and positive class, and the `data` settings that shape the streams.
 
-    tfrecords: one folder or several (mixed by sampling in proportion to their sizes).
-    class_names: the run's classes in output order; default: the first folder's manifest labels.
-    label_map: source label -> class name, for folders whose labels differ from `class_names`.
-    positive_label: "binary" only; the class whose probability the model outputs (default: class_names[0]).
-    splits: the manifest split names used for training, validation (model and threshold selection) and test.
-    cache: keep decoded examples in memory; `load_split` fills the cache with one full pass before
-    it returns (a part-way read of an incomplete cache can truncate later passes, see `_complete_cache`).
-    balanced_sampling: draw every class equally often in training (instead of class weights).
-    mask_label_min_pixels: "multilabel" only: each class is the mask of the same name, present in an
-    image when that mask has at least this many pixels at the stored resolution (the S0 manifestation
-    recogniser); None: the manifest's labels.
-    deterministic: fixed training order and tf.data autotuning off (tests, exact reproduction);
-    evaluation passes are always deterministic.
+    Built from `config.data` (tfrecords, label_names -> class_names, label_map, positive_label,
+    image_size, channels, batch_size, augment, cache, balanced_sampling, mask_label_min_pixels,
+    splits), `config.model.task` and `config.runtime` (seed, deterministic). class_names default to
+    the first folder's manifest labels; positive_label ("binary") to the first class.
     """
 
-    tfrecords: str | list[str]
-    task: str = "binary"
-    class_names: list[str] | None = None
-    label_map: dict[str, str] = field(default_factory=dict)
-    positive_label: str | None = None
-    image_size: int = 224
-    channels: int = 3
-    batch_size: int = 16
-    augment: dict[str, Any] | None = None
-    cache: bool = True
-    balanced_sampling: bool = False
-    seed: int = 0
-    mask_label_min_pixels: int | None = None
-    deterministic: bool = False
-    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "val": "val", "test": "test"})
-
-    def __post_init__(self) -> None:
+    def __init__(self, config: TaskConfig) -> None:
+        data, self.task = config.data, config.model.task
         if self.task not in TASKS:
             raise ValueError(f"task {self.task!r} is not one of {TASKS}")
-        self.folders = [self.tfrecords] if isinstance(self.tfrecords, str | Path) else list(self.tfrecords)
+        if not data.tfrecords:
+            raise ValueError("data.tfrecords: a classifier needs at least one TFRecord folder")
+        self.folders = [data.tfrecords] if isinstance(data.tfrecords, str | Path) else list(data.tfrecords)
         self.manifests = [load_manifest(folder) for folder in self.folders]
-        if self.class_names is None:
-            self.class_names = list(self.manifests[0].label_names)
+        self.class_names = list(data.label_names) or list(self.manifests[0].label_names)
+        self.label_map = dict(data.label_map)
+        self.positive_label = data.positive_label
+        self.image_size, self.channels, self.batch_size = data.image_size, data.channels, data.batch_size
+        self.augment = data.augment or None
+        self.cache, self.balanced_sampling = data.cache, data.balanced_sampling
+        self.mask_label_min_pixels = data.mask_label_min_pixels
+        self.splits = dict(data.splits)
+        self.seed, self.deterministic = config.runtime.seed, config.runtime.deterministic
         if self.task == "binary":
             if len(self.class_names) != 2:
                 raise ValueError(f"binary task needs 2 class names, got {self.class_names}")
@@ -120,7 +104,7 @@ class DataConfig:
 
 
 def load_split(
-    config: DataConfig, split: str, training: bool = False, with_meta: bool = False
+    config: ClassificationInputs, split: str, training: bool = False, with_meta: bool = False
 ) -> tf.data.Dataset:
     """Batches of (image, target) or (image, target, meta) for one split of every folder.
 
@@ -194,13 +178,13 @@ def _count_element(count: tf.Tensor, _element) -> tf.Tensor:
     return count + 1
 
 
-def steps_per_epoch(config: DataConfig, split: str) -> int:
+def steps_per_epoch(config: ClassificationInputs, split: str) -> int:
     """Batches in one pass over `split` of every folder (for the endless balanced stream)."""
     total = sum(manifest.split(split).count for manifest in config.manifests)
     return max(1, -(-total // config.batch_size))
 
 
-def _target_mapper(config: DataConfig, manifest: Manifest):
+def _target_mapper(config: ClassificationInputs, manifest: Manifest):
     """(image, source target, meta) -> (image, run target, meta), see the module docstring."""
     to_class = tf.constant(config.class_indices(manifest), tf.int32)
     num_classes = len(config.class_names)
@@ -219,7 +203,7 @@ def _target_mapper(config: DataConfig, manifest: Manifest):
     return remap
 
 
-def _mask_label_mapper(config: DataConfig):
+def _mask_label_mapper(config: ClassificationInputs):
     """(image, masks (H, W, K), meta) -> (image resized to image_size, (K,) float32 presence, meta)."""
     size = (config.image_size, config.image_size)
 
@@ -230,7 +214,7 @@ def _mask_label_mapper(config: DataConfig):
     return to_labels
 
 
-def _balanced(streams: list[tf.data.Dataset], num_classes: int, config: DataConfig) -> tf.data.Dataset:
+def _balanced(streams: list[tf.data.Dataset], num_classes: int, config: ClassificationInputs) -> tf.data.Dataset:
     """An endless stream drawing each class with probability 1 / K."""
     mixed = streams[0]
     for stream in streams[1:]:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from classification import metrics as m
-from classification.data import DataConfig, load_split, meta_frame
+from classification.data import ClassificationInputs, load_split, meta_frame
 from common import plots
 from common.bootstrap import bootstrap_cis
 from common.training import read_history
@@ -94,7 +94,7 @@ def model_predict_fn(model: keras.Model) -> PredictFn:
     return lambda images: {"probability": np.asarray(model.predict_on_batch(images), dtype=np.float64)}
 
 
-def collect_predictions(predict_fn: PredictFn, config: DataConfig, split: str) -> Predictions:
+def collect_predictions(predict_fn: PredictFn, config: ClassificationInputs, split: str) -> Predictions:
     """Runs `predict_fn` over one split (deterministic order) and gathers outputs, targets and meta.
 
     predict_fn returns "probability" (B, K) and optionally further (B, ...) arrays kept in `extra`.
@@ -391,7 +391,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def evaluate_model(
     model: keras.Model,
-    config: DataConfig,
+    config: ClassificationInputs,
     out_dir: str | Path,
     *,
     criterion: str = "youden",

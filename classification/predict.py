@@ -10,7 +10,7 @@ same write-time preprocessing as the training data (`tfrecords.spec.PreprocessSp
 "window=lung,clahe"), is resized bilinearly to the model's input size, scaled to [0, 1] (uint8 / 255,
 uint16 / 65535) and repeated to 3 channels when the model takes 3.
 
-When MODEL lies in a training run folder (beside config.yaml), the preprocessing spec and the CT
+When MODEL lies in a training run folder (beside its config.yaml tree), the preprocessing spec and the CT
 recipe (its label-free input chain, `data_prep.ct_recipe`) come from the training data's manifest, the class names from the config and the decision threshold from
 eval/metrics.json (chosen on validation); otherwise pass `preprocess` yourself and the threshold is 0.5.
 """
@@ -28,16 +28,17 @@ import cv2
 import keras
 import numpy as np
 import pandas as pd
-import yaml
 
 import classification.models  # noqa: F401  (registers the models' custom layers for loading)
+from classification.data import ClassificationInputs
+from common.config import load_task_config
 from common.model_files import load_model_file, require_output_rank
+from common.task import CONFIG_FILE
 from data_prep import imageio
 from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config
 from data_prep.errors import DataError
 from data_prep.io import intensity_kind, read_nifti, to_display
 from data_prep.records import Record
-from tfrecords.manifest import load_manifest
 from tfrecords.spec import PreprocessSpec
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -60,21 +61,16 @@ class RunInfo:
 def run_info(model_path: str | Path) -> RunInfo:
     """Reads config.yaml and eval/metrics.json beside `model_path`; defaults when absent."""
     run_dir = Path(model_path).parent
-    config_path = run_dir / "config.yaml"
+    config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         return RunInfo()
-    data = yaml.safe_load(config_path.read_text())["data"]
-    folders = data["tfrecords"] if isinstance(data["tfrecords"], list) else [data["tfrecords"]]
-    manifest = load_manifest(folders[0])
-    task = data.get("task", "binary")
-    class_names = data.get("class_names") or list(manifest.label_names)
-    positive = data.get("positive_label") or class_names[0]
-    output_names = (positive,) if task == "binary" else tuple(class_names)
+    inputs = ClassificationInputs(load_task_config(config_path))
+    manifest, task = inputs.manifests[0], inputs.task
     info = RunInfo(
         manifest.preprocess.get("spec", ""),
         task,
-        output_names,
-        next((name for name in class_names if name != positive), "negative"),
+        tuple(inputs.output_names),
+        next((name for name in inputs.class_names if name != inputs.positive_label), "negative"),
         recipe=manifest.preprocess.get("recipe"),
     )
     metrics_path = run_dir / "eval" / "metrics.json"

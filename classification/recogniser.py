@@ -6,17 +6,15 @@ has at least `min_pixels` foreground pixels at the stored resolution of the TFRe
 stray pixels of annotation do not count). The model has one sigmoid unit per manifestation; each
 unit's decision threshold is chosen on the validation split (Youden's J by default) and applied to
 the test split. Training, resuming and evaluation are those of `classification.train`; as a run
-config:
+config tree:
 
-    run_dir: runs/recogniser
     data:
-      tfrecords: data/tfrecords/medseg      # CT slices with ggo / consolidation / effusion masks
-      task: multilabel
-      class_names: [ggo, consolidation, effusion]
+      tfrecords: [data/tfrecords/medseg]    # CT slices with ggo / consolidation / effusion masks
+      label_names: [ggo, consolidation, effusion]
       mask_label_min_pixels: 10
       image_size: 128
       channels: 1
-    model: {name: plain_cnn}
+    model: {task: multilabel, name: plain_cnn}
 """
 
 from __future__ import annotations
@@ -28,9 +26,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from classification.data import DataConfig
-from classification.train import ModelConfig, RunConfig, train_classifier
-from common.training import TrainingConfig
+from classification.train import train_classifier
+from common.config import DataConfig, ModelConfig, TaskConfig, replaced
+from common.training_config import TrainingConfig
 from data_prep.records import MANIFESTATIONS
 
 DEFAULT_MIN_PIXELS = 10
@@ -47,28 +45,26 @@ def slice_manifestations(
 
 def recogniser_config(
     tfrecords: str | Path | Sequence[str | Path],
-    run_dir: str | Path,
     manifestations: Sequence[str] = MANIFESTATIONS,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     model: ModelConfig | None = None,
     training: TrainingConfig | None = None,
     **data_options: Any,
-) -> RunConfig:
-    """A run config for the recogniser; `data_options` are further `DataConfig` fields (image_size, ...)."""
+) -> TaskConfig:
+    """The recogniser's config tree; `data_options` are further `DataConfig` fields (image_size, ...)."""
     folders = [str(tfrecords)] if isinstance(tfrecords, str | Path) else [str(f) for f in tfrecords]
     data = DataConfig(
-        tfrecords=folders,
-        task="multilabel",
-        class_names=list(manifestations),
-        mask_label_min_pixels=min_pixels,
-        **data_options,
+        tfrecords=folders, label_names=list(manifestations), mask_label_min_pixels=min_pixels, **data_options
     )
-    return RunConfig(str(run_dir), data, model or ModelConfig(name="plain_cnn"), training or TrainingConfig())
+    model = replaced(model or ModelConfig(name="plain_cnn"), task="multilabel")
+    return TaskConfig(data=data, model=model, training=training or TrainingConfig())
 
 
-def train_recogniser(config: RunConfig, strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
+def train_recogniser(
+    config: TaskConfig, run_dir: str | Path, strategy: tf.distribute.Strategy | None = None
+) -> dict[str, Any]:
     """Trains and evaluates the recogniser (see `classification.train.train_classifier`); the report
     has per-manifestation metrics with bootstrap CIs, each at its validation-chosen threshold."""
-    if config.data.task != "multilabel" or config.data.mask_label_min_pixels is None:
-        raise ValueError("the recogniser needs data.task 'multilabel' and data.mask_label_min_pixels")
-    return train_classifier(config, strategy)
+    if config.model.task != "multilabel" or config.data.mask_label_min_pixels is None:
+        raise ValueError("the recogniser needs model.task 'multilabel' and data.mask_label_min_pixels")
+    return train_classifier(config, run_dir, strategy)

@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from classification.data import DataConfig
+from classification.data import ClassificationInputs
 from classification.evaluate import PredictFn, Predictions, evaluate_model
 from classification.metrics import ThresholdChoice
 from common import plots
@@ -178,7 +178,7 @@ def coverage_section(
 
 def evaluate_uncertainty(
     models: Sequence[keras.Model],
-    config: DataConfig,
+    config: ClassificationInputs,
     out_dir: str | Path,
     method: str = "ensemble",
     samples: int = 20,

@@ -104,6 +104,8 @@ def fit(
     run_dir: str | Path,
     strategy: tf.distribute.Strategy | None = None,
     *,
+    seed: int = 0,
+    precision: str | None = None,
     stages: Sequence[Stage] | None = None,
     class_weight: Mapping[int, float] | None = None,
     steps_per_epoch: int | None = None,
@@ -111,7 +113,8 @@ def fit(
 ) -> keras.callbacks.History:
     """Builds, compiles and trains a model in `run_dir`, resuming whatever the folder already holds.
 
-    model_builder() runs inside `strategy.scope()` under `config.mixed_precision`;
+    model_builder() runs inside `strategy.scope()` under the `precision` policy (None: float32),
+    after every random seed is set from `seed`;
     compile_fn(model, optimizer) runs inside the scope before each stage. `stages` defaults to one
     stage of `config.epochs` at `config.learning_rate`. Epochs are numbered over the whole run, so
     stage 2 continues the epoch count of stage 1 (after any early stop).
@@ -124,8 +127,8 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     strategy = strategy or tf.distribute.get_strategy()
     stages = list(stages or [Stage("train", config.epochs, config.learning_rate)])
-    keras.utils.set_random_seed(config.seed)
-    with precision_policy(config.mixed_precision), strategy.scope():
+    keras.utils.set_random_seed(seed)
+    with precision_policy(precision), strategy.scope():
         model = model_builder()
 
     first_epoch, finished_weights = 0, None

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 
@@ -18,9 +15,9 @@ class TrainingConfig:
     unfreeze_top_blocks: the second stage of two-stage transfer learning (0 epochs: no second stage).
     lr_schedule: "constant", "cosine" (epoch-wise, per stage) or "plateau" (ReduceLROnPlateau).
     monitor / mode: the logged metric that picks `best.keras` and drives early stopping and plateau.
-    mixed_precision: "mixed_bfloat16", "mixed_float16" or None (float32).
     verbose: Keras `fit` verbosity: 1 progress bars (default), 2 one line per epoch (logs), 0 silent.
     class_weight: "balanced" (weights n / (K * n_c)) or None.
+    The seed and the precision policy are the run's (`common.config.RuntimeConfig`).
     """
 
     epochs: int = 10
@@ -30,20 +27,9 @@ class TrainingConfig:
     early_stopping_patience: int | None = 10
     monitor: str = "val_loss"
     mode: str = "min"
-    mixed_precision: str | None = None
     fine_tune_epochs: int = 0
     fine_tune_learning_rate: float = 1e-5
     unfreeze_top_blocks: int = 0
     class_weight: str | None = None
-    seed: int = 0
     tensorboard: bool = True
     verbose: int = 1
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        """Builds a config from a mapping (e.g. a YAML section); unknown keys raise ValueError."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))

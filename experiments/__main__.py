@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.cli import run_command
 from data_prep.errors import DataError
-from experiments.config import STRATEGIES
+from common.config import STRATEGIES
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

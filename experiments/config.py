@@ -1,218 +1,90 @@
-"""Typed experiment configs: dataclasses, strict YAML loading and `--set key=value` overrides.
+"""Experiment configs: one YAML file per results-table row, loaded strictly into the config tree.
 
-An `ExperimentConfig` is one results-table row. It is built from a YAML file under
-`experiments/configs/`; unknown keys are errors that name the key and the allowed ones.
+An `ExperimentConfig` is the `common.config.TaskConfig` tree plus the row's name, paper, label,
+pipeline and scale variants. A row file may start from another with `base: NAME` (a file in the same
+folder, `.yaml` optional): mappings merge key by key, any other value replaces the base's. Files whose
+name starts with "_" are bases only, not rows. In `row`, `description` and a scale's `reason`,
+`{model.name}` and `{name}` stand for the merged row's values, so a family's base can say what
+differs. Unknown keys are errors that name the key and the allowed ones.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from common.config import (
+    ConfigError,
+    DataConfig,
+    TaskConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    to_dict,
+)
 
-from common.training_config import TrainingConfig
-
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not match the dataclasses (one line, names the key)."""
-
-
-@dataclass
-class DataConfig:
-    """Which records to read, how to store them as TFRecords, and how to feed them.
-
-    dataset: a `data_prep` adapter name; root: its folder, relative to --data-dir unless absolute.
-    extra: more {dataset, root} sources pooled with the first (e.g. CT + X-ray for S0).
-    split: "publisher" (the set's own splits), "patient" (patient-wise, seeded) or "file" (`split_file`).
-    preprocess: the `tfrecords` preprocessing spec, e.g. "window=lung,clahe"; image_size: pixels (square).
-    recipe: a CT volume recipe of `data_prep.ct_recipe` applied before `preprocess` (by name,
-      e.g. "s3": keep the middle 50% of slices, lung window, CLAHE, lung ROI crop; or a mapping
-      {name: s3, keep_fraction: 0.6, ...}); None = none.
-    batch_size: per replica; the runner multiplies it by the number of replicas (the global batch).
-    steps_per_epoch: segmentation only: repeat the training split and take this many batches per epoch
-      (more BatchNorm updates per epoch on tiny sets); None = one pass.
-    label_names / label_map: the run's classes and how source labels map onto them.
-    augment: `tfrecords.augment.AugmentConfig` fields; empty = no augmentation.
-    phantom: read synthetic phantoms generated in the dataset's layout instead of `root`.
-    folds: k-fold cross-validation by case (patient, else volume): fold k tests the cases of fold k,
-      validates on `val_fraction` of the others (at least one case) and trains on the rest, so every
-      case is tested exactly once; None = one split as `split` says.
-    cv_protocol: "rest" (as above) or "ma_task1" (Ma et al.'s Task 1 on the full 20-case download:
-      fold k trains on its own 4 cases, one of them for validation, and the 16 others are tested).
-    """
-
-    dataset: str = "covid_qu_ex"
-    root: str = "cxr-covid-qu-ex"
-    extra: list[dict[str, str]] = field(default_factory=list)
-    split: str = "publisher"
-    split_file: str | None = None
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    preprocess: str = ""
-    recipe: str | dict[str, Any] | None = None
-    image_size: int = 128
-    channels: int = 1
-    batch_size: int = 8
-    steps_per_epoch: int | None = None
-    augment: dict[str, Any] = field(default_factory=dict)
-    mask_names: list[str] = field(default_factory=list)
-    label_names: list[str] = field(default_factory=list)
-    label_map: dict[str, str] = field(default_factory=dict)
-    phantom: bool = False
-    folds: int | None = None
-    cv_protocol: str = "rest"
+__all__ = ["ConfigError", "DataConfig", "ExperimentConfig", "apply_overrides", "from_dict", "load_config", "to_dict"]
 
 
 @dataclass
-class ModelConfig:
-    """task: "binary", "multiclass", "multilabel" or "segmentation".
-
-    Classifiers: `name` is a `classification.models` name. Segmenters: `name` is the decoder, `encoder`
-    the backbone, `multiclass` a softmax over background + masks (else one sigmoid per mask).
-    weights: None, "imagenet" or a weights file; loss: a `segmentation.losses` name (segmenters);
-    options: extra keyword options of the model builder.
-    """
-
-    task: str = "binary"
-    name: str = "mobilenetv2"
-    encoder: str | None = None
-    weights: str | None = None
-    multiclass: bool = False
-    loss: str = "bce_dice"
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class EvalConfig:
-    threshold: str = "val"  # "val" (chosen on validation) or a fixed number as a string, e.g. "0.5"
-    # segmentation: the Dice the validation threshold maximises, "per_image", "pooled" or "per_case"
-    threshold_average: str = "per_image"
-    bootstrap_resamples: int = 1000
-    published: list[str] = field(default_factory=list)  # keys into experiments/published.yaml
-
-
-@dataclass
-class RuntimeConfig:
-    """strategy: one of STRATEGIES; precision: "auto" (by the hardware, `common.mixed_precision`),
-    "mixed_bfloat16", "mixed_float16" or "float32". deterministic: same command, same numbers on one
-    machine: TensorFlow op determinism, every random seed set from `seed`, and the training input in a
-    fixed (seeded) order with tf.data autotuning off (slower input)."""
-
-    strategy: str = "auto"
-    precision: str = "auto"
-    seed: int = 0
-    deterministic: bool = False
-
-
-@dataclass
-class ExperimentConfig:
+class ExperimentConfig(TaskConfig):
     """One results-table row. `paper` is the seed id (S0..S4, or "ours"), `row` its label there.
 
     scales: named variants, {name: {"reason": why these settings, "set": [KEY=VALUE overrides]}};
     `scale` is the variant applied ("full", the paper's settings, needs none).
     """
 
-    name: str
-    paper: str
-    row: str
+    name: str = ""
+    paper: str = ""
+    row: str = ""
     description: str = ""
-    pipeline: str | None = None  # a named composed pipeline in experiments.pipelines, if any
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    pipeline: str | None = None  # a registered composed pipeline (`experiments.pipelines`), if any
     pipeline_options: dict[str, Any] = field(default_factory=dict)
     scales: dict[str, Any] = field(default_factory=dict)
     scale: str = "full"
 
 
-def _convert(value: Any, annotation: Any, where: str) -> Any:
-    """Converts a YAML value to `annotation`, recursing into dataclasses; raises ConfigError."""
-    origin = typing.get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(annotation, value, where)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (item_type,) = typing.get_args(annotation)
-        return [_convert(item, item_type, f"{where}[{i}]") for i, item in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if annotation is Any:
-        return value
-    if annotation is float and isinstance(value, (int, str)) and not isinstance(value, bool):
-        try:
-            return float(value)  # YAML 1.1 reads "1e-4" as a string
-        except ValueError:
-            raise ConfigError(f"{where}: expected float, got {value!r}") from None
-    if annotation is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
-    return value
+
+def merged(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """`row` over `base`: mappings merge key by key, any other value (lists too) replaces the base's."""
+    out = dict(base)
+    for key, value in row.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
-def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
-    """Builds dataclass `cls` from a mapping, rejecting unknown keys by name."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
-        )
-    kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in values.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as error:  # a required field is missing
-        raise ConfigError(f"{where}: {error}") from error
+def read_row(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A row file's mapping with its `base:` chain merged in (a cycle is a ConfigError)."""
+    values = load_yaml(path)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    base_path = path.with_name(base if str(base).endswith((".yaml", ".yml")) else f"{base}.yaml")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base {base!r}: no such file {base_path}")
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: base {base!r} inherits from itself")
+    return merged(read_row(base_path, (*seen, path.resolve())), values)
 
 
-def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+def _filled(values: dict[str, Any]) -> dict[str, Any]:
+    """Substitutes `{name}` and `{model.name}` in `row`, `description` and every scale's `reason`."""
+    names = {"name": values.get("name", ""), "model.name": (values.get("model") or {}).get("name", "")}
 
+    def fill(text: Any) -> Any:
+        if not isinstance(text, str):
+            return text
+        for key, value in names.items():
+            text = text.replace("{" + key + "}", str(value))
+        return text
 
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Applies `a.b.c=value` overrides (values parsed as YAML) to a nested mapping, in place."""
-    for override in overrides:
-        dotted, separator, raw = override.partition("=")
-        if not separator or not dotted:
-            raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. training.epochs=2")
-        *parents, leaf = dotted.split(".")
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {override!r}: {part} is not a section")
-        try:
-            node[leaf] = yaml.safe_load(raw)
-        except yaml.YAMLError as error:
-            raise ConfigError(f"--set {override!r}: not valid YAML ({error})") from error
+    for key in ("row", "description"):
+        if key in values:
+            values[key] = fill(values[key])
+    for variant in (values.get("scales") or {}).values():
+        if isinstance(variant, dict) and "reason" in variant:
+            variant["reason"] = fill(variant["reason"])
     return values
 
 
@@ -235,13 +107,9 @@ def load_config(path: str | Path, overrides: list[str] = (), scale: str = "full"
     """Reads one YAML config, applies its `scale` variant, then the overrides, and validates it
     against the dataclasses."""
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"{path}: cannot read YAML ({error})".replace("\n", " ")) from error
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
+    values = read_row(path)
     values.setdefault("name", path.stem)
+    _filled(values)
     apply_scale(values, scale, str(path))
     apply_overrides(values, list(overrides))
     from experiments.config_checks import check_config  # it imports this module

@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.training_config import LR_SCHEDULES
-from experiments.config import STRATEGIES, ConfigError, ExperimentConfig
+from common.config import STRATEGIES, TASKS, ConfigError
+from experiments.config import ExperimentConfig
 
-TASKS = ("binary", "multiclass", "multilabel", "segmentation")
 SPLITS = ("publisher", "patient", "file")
 MIN_IMAGE_SIZE = 8  # the smallest input the pyramid models downsample without a zero-sized map
 
@@ -34,6 +34,9 @@ def _fraction(where: str, value: float) -> None:
 def check_config(config: ExperimentConfig) -> ExperimentConfig:
     """Raises `ConfigError` for the first out-of-range value; returns the config unchanged."""
     data, model, training, evaluation = config.data, config.model, config.training, config.evaluation
+    for key in ("paper", "row"):
+        if not getattr(config, key):
+            raise ConfigError(f"{key}: a results-table row needs its {key} (the seed id S0..S4 or ours, and its label)")
     _at_least("data.image_size", data.image_size, MIN_IMAGE_SIZE)
     _one_of("data.channels", data.channels, (1, 3))
     _at_least("data.batch_size", data.batch_size, 1)
@@ -64,15 +67,6 @@ def check_config(config: ExperimentConfig) -> ExperimentConfig:
     _one_of("training.verbose", training.verbose, (0, 1, 2))
     _at_least("evaluation.bootstrap_resamples", evaluation.bootstrap_resamples, 0)
     _one_of("evaluation.threshold_average", evaluation.threshold_average, ("per_image", "pooled", "per_case"))
-    if evaluation.threshold != "val":
-        try:
-            fixed = float(evaluation.threshold)
-        except ValueError:
-            fixed = -1.0
-        if not 0.0 <= fixed <= 1.0:
-            raise ConfigError(
-                f"evaluation.threshold: must be 'val' or a number in [0, 1], got {evaluation.threshold!r}"
-            )
     _one_of("runtime.strategy", config.runtime.strategy, STRATEGIES)
     _at_least("runtime.seed", config.runtime.seed, 0)
     return config

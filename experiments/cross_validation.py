@@ -27,7 +27,7 @@ from data_prep.adapters import open_dataset
 from data_prep.io import write_nifti
 from experiments.data import CV_PROTOCOLS, data_record, dataset_root, make_split_table, prepare_data
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, segmentation_config, summary_entry
+from experiments.tasks import Summary, task_config, summary_entry
 from segmentation.bundle import load_segmenter
 from segmentation.train import train_segmenter
 from segmentation.volume_eval import (
@@ -108,11 +108,9 @@ def run_fold(context: Any, fold: int) -> VolumeEvaluation:
     write_json(fold_dir / "cases.json", cases)
     write_json(fold_dir / "data.json", data_record(prepared))
     manifest = prepared.manifests[0]
-    run = segmentation_config(
-        config, str(manifest.directory), fold_dir, context.strategy.num_replicas_in_sync
-    )
+    run = task_config(config, [str(manifest.directory)], context.strategy.num_replicas_in_sync)
     wall, cpu = time.perf_counter(), time.process_time()
-    best = train_segmenter(run, context.strategy)
+    best = train_segmenter(run, fold_dir, context.strategy)
     timing = {"train_wall_s": time.perf_counter() - wall, "train_cpu_s": time.process_time() - cpu}
     cases_dir = context.cache_dir / "cases" / root.name
     pairs = export_cases(data.dataset, root, cases["test"], cases_dir, mask)

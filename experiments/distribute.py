@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import keras
 import tensorflow as tf
 
-from experiments.config import STRATEGIES
+from common.config import STRATEGIES
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:

@@ -34,7 +34,13 @@ from experiments.run_folder import export_record
 
 EXCLUDED = ("demo",)
 # Keys that do not change what a run computes, or that the runner fills in from the machine / other keys.
-UNHASHED = (("description",), ("scales",), ("training", "mixed_precision"), ("training", "seed"))
+UNHASHED = (
+    ("description",),
+    ("scales",),
+    ("training", "mixed_precision"),  # older records: now runtime.precision
+    ("training", "seed"),  # older records: now runtime.seed
+    ("evaluation", "threshold"),  # older records: always "val"
+)
 RUN_PREFIX = "run:"  # as `experiments.cross_validation.RUN_PREFIX` (that module imports TensorFlow)
 _NO_DEFAULT = object()
 

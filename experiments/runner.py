@@ -98,11 +98,9 @@ def run_experiment(
 
 
 def apply_precision(config: ExperimentConfig) -> PrecisionChoice:
-    """Resolves `config.runtime.precision` ("auto": by this machine) into the training policy
-    (`config.training.mixed_precision`, None for float32), as every run gets it; returns the choice."""
-    choice = choose_precision(config.runtime.precision)
-    config.training.mixed_precision = None if choice.policy == "float32" else choice.policy
-    return choice
+    """Resolves `config.runtime.precision` ("auto": by this machine) into the policy every model of the
+    run trains under (`common.task.train_task` resolves it the same way); returns the choice."""
+    return choose_precision(config.runtime.precision)
 
 
 def _run_started(
@@ -119,7 +117,6 @@ def _run_started(
     resolved = to_dict(config)  # as the row's YAML, scale and --sets give it, before the machine's choices
     config.runtime.strategy = strategy or config.runtime.strategy
     config.runtime.precision = mixed_precision or config.runtime.precision
-    config.training.seed = config.runtime.seed
     if config.runtime.deterministic:
         make_deterministic(config.runtime.seed)
     distribution = make_strategy(config.runtime.strategy)

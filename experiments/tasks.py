@@ -1,5 +1,5 @@
-"""Plain classification and segmentation rows: an `ExperimentConfig` turned into the `classification`
-and `segmentation` run configs, trained inside the strategy, evaluated, and summarised.
+"""Plain classification and segmentation rows: a row's config tree, with its TFRecords filled in, trained
+by `common.task.train_task` with the row's task inside the strategy, evaluated, and summarised.
 
 The summary (`summary.json` of a run) is flat: metric name -> {"value", "low", "high"} (95% bootstrap
 CI). Classification: accuracy, precision, recall, specificity, f1, roc_auc, pr_auc, and the same with
@@ -15,13 +15,12 @@ from typing import Any
 
 import tensorflow as tf
 
-from classification.data import DataConfig as ClassificationData
-from classification.train import EvaluationConfig, ModelConfig, RunConfig, train_classifier
+from classification.task import CLASSIFICATION_TASKS
+from common.config import TaskConfig, replaced
+from common.task import train_task
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
-from segmentation.evaluate import evaluate_segmenter
-from segmentation.predict import load_segmenter
-from segmentation.train import SegmentationConfig, train_segmenter
+from segmentation.task import SEGMENTATION_TASK
 
 Summary = dict[str, dict[str, float | None]]
 
@@ -34,34 +33,12 @@ def summary_entry(value: Any, low: Any = None, high: Any = None) -> dict[str, fl
     }
 
 
-def classification_config(
-    config: ExperimentConfig, tfrecords: list[str], run_dir: Path, replicas: int = 1, **data_overrides: Any
-) -> RunConfig:
-    """The `classification.train.RunConfig` of a row (global batch = per-replica batch x replicas)."""
-    data = config.data
-    values = {
-        "tfrecords": tfrecords,
-        "task": config.model.task,
-        "class_names": data.label_names or None,
-        "label_map": data.label_map,
-        "image_size": data.image_size,
-        "channels": data.channels,
-        "batch_size": data.batch_size * replicas,
-        "augment": data.augment or None,
-        "seed": config.runtime.seed,
-        "deterministic": config.runtime.deterministic,
-    }
-    values.update(data_overrides)
-    return RunConfig(
-        run_dir=str(run_dir),
-        data=ClassificationData(**values),
-        model=ModelConfig(
-            name=config.model.name, weights=config.model.weights, options=dict(config.model.options)
-        ),
-        training=config.training,
-        evaluation=EvaluationConfig(
-            n_resamples=config.evaluation.bootstrap_resamples, seed=config.runtime.seed
-        ),
+def task_config(config: TaskConfig, tfrecords: list[str], replicas: int = 1, **changes: Any) -> TaskConfig:
+    """The tree a row trains with: its TFRecord folders filled in, the global batch (per-replica batch x
+    replicas), and dotted-key `changes` (e.g. **{"data.mask_names": ["lung"]}) applied."""
+    return replaced(
+        config,
+        **{"data.tfrecords": list(tfrecords), "data.batch_size": config.data.batch_size * replicas, **changes},
     )
 
 
@@ -90,34 +67,6 @@ def summarize_classification(report: dict[str, Any]) -> Summary:
         for group, values in report.get(section, {}).items():
             add(values, f"_{group}")
     return summary
-
-
-def segmentation_config(
-    config: ExperimentConfig, tfrecords: str, run_dir: Path, replicas: int = 1, **overrides: Any
-) -> SegmentationConfig:
-    """The `segmentation.train.SegmentationConfig` of a row."""
-    data, model = config.data, config.model
-    values = {
-        "data": tfrecords,
-        "run_dir": str(run_dir),
-        "mask_names": tuple(data.mask_names or ("infection",)),
-        "multiclass": model.multiclass,
-        "decoder": model.name,
-        "encoder": model.encoder or "plain",
-        "encoder_weights": model.weights,
-        "model_options": dict(model.options),
-        "image_size": data.image_size,
-        "channels": data.channels,
-        "batch_size": data.batch_size * replicas,
-        "loss": model.loss,
-        "steps_per_epoch": data.steps_per_epoch,
-        "augment": data.augment or None,
-        "training": config.training,
-        "deterministic": config.runtime.deterministic,
-        "threshold_average": config.evaluation.threshold_average,
-    }
-    values.update(overrides)
-    return SegmentationConfig(**values)
 
 
 def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
@@ -153,24 +102,14 @@ def run_classification(
 ) -> Summary:
     """Trains and evaluates one classification row; returns its summary."""
     folders = [str(manifest.directory) for manifest in prepared.manifests]
-    run = classification_config(config, folders, run_dir, strategy.num_replicas_in_sync)
-    result = train_classifier(run, strategy)
-    return summarize_classification(result["metrics"])
+    run = task_config(config, folders, strategy.num_replicas_in_sync)
+    result = train_task(CLASSIFICATION_TASKS[config.model.task], run, run_dir, strategy)
+    return summarize_classification(result.report)
 
 
 def run_segmentation(
     config: ExperimentConfig, prepared: PreparedData, run_dir: Path, strategy: tf.distribute.Strategy
 ) -> Summary:
     """Trains, chooses the threshold on validation, evaluates on test; returns the summary."""
-    manifest = prepared.manifests[0]
-    run = segmentation_config(config, str(manifest.directory), run_dir, strategy.num_replicas_in_sync)
-    best = train_segmenter(run, strategy)
-    # The TFRecords are already preprocessed: the segmenter needs no raw-image spec here.
-    metrics = evaluate_segmenter(
-        load_segmenter(best, preprocess=""),
-        manifest.directory,
-        run_dir / "eval",
-        batch_size=run.batch_size,
-        seed=config.runtime.seed,
-    )
-    return summarize_segmentation(metrics)
+    run = task_config(config, [str(prepared.manifests[0].directory)], strategy.num_replicas_in_sync)
+    return summarize_segmentation(train_task(SEGMENTATION_TASK, run, run_dir, strategy).report)

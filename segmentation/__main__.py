@@ -21,20 +21,17 @@ from common.cli import run_command
 from common.shard_checks import verify_shards
 from common.atomic import staged_folder
 
-TRAIN_FLAGS = {  # flag -> (config key, type, help)
-    "--data": ("data", str, "TFRecord directory (python -m tfrecords write)"),
-    "--run-dir": ("run_dir", str, "run folder (resumed when it exists)"),
-    "--decoder": ("decoder", str, "unet, fpn, linknet, pspnet, deeplabv3plus"),
-    "--encoder": ("encoder", str, "plain, resnet34, mobilenetv2, ..."),
-    "--image-size": ("image_size", int, "model input size in pixels"),
-    "--batch-size": ("batch_size", int, "batch size"),
-    "--loss": ("loss", str, "bce, dice, bce_dice, focal, tversky, jaccard, cce, cce_dice, focal_dice"),
-}
-TRAINING_FLAGS = {
-    "--epochs": ("epochs", int, "epochs"),
-    "--learning-rate": ("learning_rate", float, "learning rate"),
-    "--mixed-precision": ("mixed_precision", str, "mixed_bfloat16 (fast on recent CPUs), mixed_float16"),
-    "--seed": ("seed", int, "random seed"),
+TRAIN_FLAGS = {  # flag -> (config tree key, type, help)
+    "--data": ("data.tfrecords", str, "TFRecord directory (python -m tfrecords write)"),
+    "--decoder": ("model.name", str, "unet, fpn, linknet, pspnet, deeplabv3plus"),
+    "--encoder": ("model.encoder", str, "plain, resnet34, mobilenetv2, ..."),
+    "--image-size": ("data.image_size", int, "model input size in pixels"),
+    "--batch-size": ("data.batch_size", int, "batch size"),
+    "--loss": ("model.loss", str, "bce, dice, bce_dice, focal, tversky, jaccard, cce, cce_dice, focal_dice"),
+    "--epochs": ("training.epochs", int, "epochs"),
+    "--learning-rate": ("training.learning_rate", float, "learning rate"),
+    "--mixed-precision": ("runtime.precision", str, "auto (default: by the hardware), mixed_bfloat16, float32"),
+    "--seed": ("runtime.seed", int, "random seed"),
 }
 
 
@@ -43,8 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a model on a TFRecord directory")
-    train.add_argument("--config", help="YAML or JSON config (segmentation.train.SegmentationConfig)")
-    for flag, (key, kind, text) in {**TRAIN_FLAGS, **TRAINING_FLAGS}.items():
+    train.add_argument("--config", help="YAML config tree (common.config.TaskConfig: data, model, training, ...)")
+    train.add_argument("--run-dir", required=True, help="run folder (resumed when it exists)")
+    for flag, (key, kind, text) in TRAIN_FLAGS.items():
         train.add_argument(flag, dest=key, type=kind, help=text)
     train.add_argument("--mask", action="append", dest="mask_names", help="mask to predict (repeatable)")
     train.add_argument(
@@ -111,19 +109,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from segmentation.train import SegmentationConfig, load_config, train_segmenter
+    from common.config import TaskConfig, from_dict, load_task_config, replaced
+    from segmentation.train import train_segmenter
 
-    keys = [key for key, _, _ in TRAIN_FLAGS.values()] + ["mask_names", "multiclass"]
-    overrides: dict[str, Any] = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
-    training = {
-        key: getattr(args, key) for key, _, _ in TRAINING_FLAGS.values() if getattr(args, key) is not None
-    }
-    config = load_config(args.config, overrides) if args.config else SegmentationConfig.from_dict(overrides)
-    for key, value in training.items():
-        setattr(config.training, key, value)
+    config = load_task_config(args.config) if args.config else from_dict(TaskConfig, {})
+    changes: dict[str, Any] = {"model.task": "segmentation"}
+    changes |= {key: getattr(args, key) for key, _, _ in TRAIN_FLAGS.values() if getattr(args, key) is not None}
+    if "data.tfrecords" in changes:
+        changes["data.tfrecords"] = [changes["data.tfrecords"]]
+    if args.mask_names:
+        changes["data.mask_names"] = list(args.mask_names)
+    if args.multiclass is not None:
+        changes["model.multiclass"] = args.multiclass
+    config = replaced(config, **changes)
     if not args.no_verify:
-        print(verify_shards([config.data]))
-    best = train_segmenter(config)
+        print(verify_shards(config.data.tfrecords))
+    best = train_segmenter(config, args.run_dir)
     print(f"best model: {best}")
 
 

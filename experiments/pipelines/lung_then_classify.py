@@ -40,20 +40,20 @@ import tensorflow as tf
 
 from classification.train import train_classifier
 from common.plots import plt, save_figure
-from common.training import TrainingConfig
+from common.task import train_task
+from common.config import ModelConfig, to_dict
+from common.training_config import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.run_folder import write_json
 from experiments.tasks import (
     Summary,
-    classification_config,
-    segmentation_config,
+    task_config,
     summarize_classification,
     summarize_segmentation,
 )
-from segmentation.evaluate import evaluate_segmenter
 from segmentation.predict import Segmenter, load_segmenter, predicted_masks
-from segmentation.train import train_segmenter
+from segmentation.task import SEGMENTATION_TASK
 from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
 from tfrecords.reader import read_examples
@@ -71,11 +71,12 @@ SHARED_TRAINING_FIELDS = (
     "optimizer",
     "lr_schedule",
     "early_stopping_patience",
-    "mixed_precision",
-    "seed",
     "tensorboard",
     "verbose",
 )
+# The data settings that shape the lung segmenter's training (its cache key); the classifier's own
+# (label names, balanced sampling, ...) do not.
+SEGMENTER_DATA_FIELDS = ("image_size", "channels", "batch_size", "augment", "steps_per_epoch", "cache")
 Example = dict[str, Any]  # one decoded example of `tfrecords.reader.read_examples`
 
 
@@ -134,35 +135,37 @@ def train_lung_segmenter(
     replicas = strategy.num_replicas_in_sync
     shared = {name: getattr(config.training, name) for name in SHARED_TRAINING_FIELDS}
     training = TrainingConfig(epochs=options.epochs, **shared)  # monitor val_loss, one stage
-    seg_config = segmentation_config(
+    seg_config = task_config(
         config,
-        str(manifest.directory),
-        Path("."),
+        [str(manifest.directory)],
         replicas,
-        mask_names=("lung",),
-        multiclass=False,
-        decoder=options.name,
-        encoder=options.encoder,
-        encoder_weights=options.weights,
-        model_options=dict(options.options),
-        loss="bce_dice",
-        training=training,
+        **{
+            "data.mask_names": ["lung"],
+            "model": ModelConfig(
+                task="segmentation",
+                name=options.name,
+                encoder=options.encoder,
+                weights=options.weights,
+                loss="bce_dice",
+                options=dict(options.options),
+            ),
+            "training": training,
+        },
     )
-    settings = {key: value for key, value in seg_config.to_dict().items() if key not in ("data", "run_dir")}
+    settings = {
+        "model": to_dict(seg_config.model),
+        "training": to_dict(seg_config.training),
+        "data": {key: value for key, value in to_dict(seg_config.data).items() if key in SEGMENTER_DATA_FIELDS},
+        "seed": seg_config.runtime.seed,
+        "precision": seg_config.runtime.precision,
+        "threshold_average": seg_config.evaluation.threshold_average,
+    }
     key = _fingerprint({"data": _data_fingerprint(manifest), "settings": settings})
     run_dir = cache_dir / f"lung_segmenter-{key}"
     best = run_dir / "best.keras"
     if (run_dir / DONE).is_file():
         return best, json.loads((run_dir / "eval" / "metrics.json").read_text())
-    seg_config = dataclasses.replace(seg_config, run_dir=str(run_dir))
-    train_segmenter(seg_config, strategy)
-    metrics = evaluate_segmenter(
-        load_segmenter(best),
-        manifest.directory,
-        run_dir / "eval",
-        batch_size=seg_config.batch_size,
-        seed=config.runtime.seed,
-    )
+    metrics = train_task(SEGMENTATION_TASK, seg_config, run_dir, strategy).report
     write_json(run_dir / DONE, {"tfrecords": str(manifest.directory), "settings": settings})
     return best, metrics
 
@@ -340,8 +343,8 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     folders = write_variants(manifest, segmenter_path, context.cache_dir)
     plot_variants(folders, context.run_dir / "variants.png")
     replicas = context.strategy.num_replicas_in_sync
-    run_config = classification_config(config, [str(folders[variant])], context.run_dir, replicas)
-    result = train_classifier(run_config, context.strategy)
+    run_config = task_config(config, [str(folders[variant])], replicas)
+    result = train_classifier(run_config, context.run_dir, context.strategy)
     summary = summarize_classification(result["metrics"])
     lung = summarize_segmentation(seg_metrics)
     summary["lung_dice"] = lung["dice_lung"]

@@ -12,7 +12,7 @@ only in `pipeline_options.init`:
   offline, or for our own aligned Xception-65, which has no ImageNet weights);
 - "scratch": random initialisation.
 Then train on the COVID data, choose the threshold on validation and evaluate on test.
-`pipeline_options.steps_per_epoch` (optional, for pretraining and fine-tuning) draws that many batches
+`data.steps_per_epoch` (optional, for pretraining and fine-tuning) draws that many batches
 per epoch from the repeated training split, so that BatchNorm statistics keep up on tiny sets.
 """
 
@@ -35,10 +35,11 @@ from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, segmentation_config, summarize_segmentation
-from segmentation.evaluate import evaluate_segmenter
-from segmentation.predict import load_segmenter
-from segmentation.train import SegmentationConfig, build_model, train_segmenter
+from experiments.tasks import Summary, summarize_segmentation, task_config
+from common.config import TaskConfig
+from common.task import train_task
+from segmentation.task import SEGMENTATION_TASK, build_model
+from segmentation.train import train_segmenter
 
 if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
     from experiments.runner import RunContext
@@ -108,29 +109,25 @@ def pretrain_nodule(
             "data": [data.image_size, data.channels, data.batch_size, data.augment],
             "training": dataclasses.asdict(training),
             "seed": seed,
-            "steps_per_epoch": config.pipeline_options.get("steps_per_epoch"),
+            "steps_per_epoch": config.data.steps_per_epoch,
         }
     )
     run_dir = cache_dir / f"pretrain-{key}"
     if (run_dir / PRETRAIN_DONE).is_file():
         return run_dir / "best.keras"
     replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    run = segmentation_config(
+    run = task_config(
         pretrain_config,
-        str(manifest.directory),
-        run_dir,
+        [str(manifest.directory)],
         replicas,
-        mask_names=tuple(options["mask_names"]),
-        multiclass=False,
-        encoder_weights=None,
-        steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
+        **{"data.mask_names": list(options["mask_names"]), "model.multiclass": False, "model.weights": None},
     )
-    best = train_segmenter(run, strategy)
+    best = train_segmenter(run, run_dir, strategy)
     write_json(run_dir / PRETRAIN_DONE, {"options": options, "tfrecords": str(manifest.directory)})
     return best
 
 
-def transferred_model(run: SegmentationConfig, checkpoint: str | Path) -> tuple[keras.Model, TransferReport]:
+def transferred_model(run: TaskConfig, checkpoint: str | Path) -> tuple[keras.Model, TransferReport]:
     """The model of `run`, freshly built, with every layer of `checkpoint` that matches by name and shape."""
     model = build_model(run)
     return model, transfer_weights(checkpoint, model)
@@ -151,14 +148,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     manifest = prepared.manifests[0]
     replicas = context.strategy.num_replicas_in_sync
     weights = "imagenet" if init == "imagenet" else None
-    run_config = segmentation_config(
-        config,
-        str(manifest.directory),
-        context.run_dir,
-        replicas,
-        encoder_weights=weights,
-        steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
-    )
+    run_config = task_config(config, [str(manifest.directory)], replicas, **{"model.weights": weights})
     reports: list[TransferReport] = []
     builder = None
     if init == "nodule":
@@ -169,7 +159,9 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
             reports.append(report)
             return model
 
-    best = train_segmenter(run_config, context.strategy, model_builder=builder)
+    metrics = train_task(
+        SEGMENTATION_TASK, run_config, context.run_dir, context.strategy, model_builder=builder
+    ).report
     report = reports[-1] if reports else TransferReport()
     write_json(
         context.run_dir / "transfer.json",
@@ -177,13 +169,6 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     )
     if reports:
         print(report.summary())
-    metrics = evaluate_segmenter(
-        load_segmenter(best),
-        manifest.directory,
-        context.run_dir / "eval",
-        batch_size=run_config.batch_size,
-        seed=config.runtime.seed,
-    )
     summary = summarize_segmentation(metrics)
     for name, value in (
         ("transfer_loaded_layers", len(report.loaded)),
@@ -206,7 +191,6 @@ def pretrain_command(args: argparse.Namespace) -> int:
     pretrain.update({key: value for key, value in (("root", args.root), ("epochs", args.epochs)) if value})
     config.pipeline_options["pretrain"] = pretrain
     config.data.phantom = config.data.phantom or args.dataset == "phantom"
-    config.training.seed = config.runtime.seed
     data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ in `MANIFESTATION_ORDER`; a pixel no stream claims is background (0).
 `run` is the row `s0_streams`: it trains one binary segmenter per manifestation of `data.mask_names`,
 one multi-class model over the same masks (the baseline) and the multi-label recogniser
 (`pipeline_options.recogniser`: name, epochs, learning_rate, weights, options, min_pixels) whose
-per-class gate thresholds are chosen on validation; `pipeline_options.steps_per_epoch` (optional) sets
+per-class gate thresholds are chosen on validation; `data.steps_per_epoch` (optional) sets
 the segmenters' batches per epoch. On the test split it runs the gated and the
 ungated streams on the same images and writes `streams.json` and `per_image.csv`: wall time and
 counted FLOPs of both, and Dice / mIoU of the gated streams against the single model (see DEFINITIONS).
@@ -33,7 +33,7 @@ from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, classification_config, segmentation_config, summary_entry
+from experiments.tasks import Summary, summary_entry, task_config
 from segmentation import metrics
 from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
@@ -197,30 +197,17 @@ def _train_streams(context: RunContext, data: str, manifestations: tuple[str, ..
     config, replicas = context.config, context.strategy.num_replicas_in_sync
     streams = {}
     for name in manifestations:
-        run = segmentation_config(
-            config,
-            data,
-            context.run_dir / "streams" / name,
-            replicas,
-            mask_names=(name,),
-            multiclass=False,
-            steps_per_epoch=config.pipeline_options.get("steps_per_epoch"),
-        )
-        streams[name] = load_segmenter(train_segmenter(run, context.strategy))
+        run = task_config(config, [data], replicas, **{"data.mask_names": [name], "model.multiclass": False})
+        streams[name] = load_segmenter(train_segmenter(run, context.run_dir / "streams" / name, context.strategy))
     return streams
 
 
 def _train_single(context: RunContext, data: str) -> Segmenter:
     """The baseline: one multi-class (softmax) model over background + every manifestation."""
-    run = segmentation_config(
-        context.config,
-        data,
-        context.run_dir / "single",
-        context.strategy.num_replicas_in_sync,
-        multiclass=True,
-        steps_per_epoch=context.config.pipeline_options.get("steps_per_epoch"),
+    run = task_config(
+        context.config, [data], context.strategy.num_replicas_in_sync, **{"model.multiclass": True}
     )
-    return load_segmenter(train_segmenter(run, context.strategy))
+    return load_segmenter(train_segmenter(run, context.run_dir / "single", context.strategy))
 
 
 def _train_recogniser(
@@ -245,17 +232,17 @@ def _train_recogniser(
             learning_rate=float(options.get("learning_rate", config.training.learning_rate)),
         ),
     )
-    run = classification_config(
+    run = task_config(
         recogniser_config,
         [data],
-        context.run_dir / "recogniser",
         context.strategy.num_replicas_in_sync,
-        task="multilabel",
-        class_names=list(manifestations),
-        label_map={},
-        mask_label_min_pixels=int(options.get("min_pixels", 10)),
+        **{
+            "data.label_names": list(manifestations),
+            "data.label_map": {},
+            "data.mask_label_min_pixels": int(options.get("min_pixels", 10)),
+        },
     )
-    result = train_classifier(run, context.strategy)
+    result = train_classifier(run, context.run_dir / "recogniser", context.strategy)
     model = keras.saving.load_model(Path(result["run_dir"]) / "best.keras", compile=False)
     return model, result["metrics"]
 

@@ -23,7 +23,6 @@ draws both curves.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +30,14 @@ import keras
 import numpy as np
 import pandas as pd
 
-from classification.train import RunConfig, train_classifier
+from classification.data import ClassificationInputs
+from classification.train import train_classifier
+from common.config import TaskConfig, replaced
 from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
 from common import plots
 from common.bootstrap import bootstrap_cis
 from experiments.data import PreparedData
-from experiments.tasks import Summary, classification_config, summarize_classification, summary_entry
+from experiments.tasks import Summary, summarize_classification, summary_entry, task_config
 
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
@@ -44,21 +45,15 @@ if TYPE_CHECKING:  # the runner imports the pipelines
 SUMMARY_COVERAGES = (100, 90, 80, 70, 60, 50)  # percent of test cases kept
 
 
-def member_configs(base: RunConfig, members: list[str], seeds: list[int], run_dir: Path) -> list[RunConfig]:
-    """One run config per (member, seed), in members-major order, each in its own folder."""
-    configs = []
-    for name in members:
-        for seed in seeds:
-            configs.append(
-                dataclasses.replace(
-                    base,
-                    run_dir=str(run_dir / "members" / f"{name}-seed{seed}"),
-                    data=dataclasses.replace(base.data, seed=seed),
-                    model=dataclasses.replace(base.model, name=name),
-                    training=dataclasses.replace(base.training, seed=seed),
-                )
-            )
-    return configs
+def member_configs(
+    base: TaskConfig, members: list[str], seeds: list[int], run_dir: Path
+) -> list[tuple[TaskConfig, Path]]:
+    """One (config, run folder) per (member, seed), in members-major order, each in its own folder."""
+    return [
+        (replaced(base, **{"model.name": name, "runtime.seed": seed}), run_dir / "members" / f"{name}-seed{seed}")
+        for name in members
+        for seed in seeds
+    ]
 
 
 def coverage_metrics(correct: np.ndarray, uncertainty: np.ndarray) -> dict[str, float]:
@@ -120,23 +115,23 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     config = context.config
     members, seeds, samples = _options(config.pipeline_options)
     folders = [str(manifest.directory) for manifest in prepared.manifests]
-    base = classification_config(config, folders, context.run_dir, context.strategy.num_replicas_in_sync)
+    base = task_config(config, folders, context.strategy.num_replicas_in_sync)
     summary: Summary = {}
     models = []
-    for member in member_configs(base, members, seeds, context.run_dir):
-        result = train_classifier(member, context.strategy)
+    for member, member_dir in member_configs(base, members, seeds, context.run_dir):
+        result = train_classifier(member, member_dir, context.strategy)
         member_summary = summarize_classification(result["metrics"])
-        label = Path(member.run_dir).name.replace("-", "_")
+        label = member_dir.name.replace("-", "_")
         for metric in ("accuracy", "roc_auc"):
             if metric in member_summary:
                 summary[f"member_{label}_{metric}"] = member_summary[metric]
-        models.append(keras.models.load_model(Path(member.run_dir) / "best.keras"))
+        models.append(keras.models.load_model(member_dir / "best.keras"))
 
     evaluation = base.evaluation
     options = {
         "criterion": evaluation.criterion,
-        "n_resamples": evaluation.n_resamples,
-        "seed": evaluation.seed,
+        "n_resamples": evaluation.bootstrap_resamples,
+        "seed": base.runtime.seed,
     }
     curves = {}
     for method, method_models, prefix in (
@@ -145,7 +140,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     ):
         out_dir = context.run_dir / method
         report = evaluate_uncertainty(
-            method_models, base.data, out_dir, method=method, samples=samples, **options
+            method_models, ClassificationInputs(base), out_dir, method=method, samples=samples, **options
         )
         method_summary = summarize_classification(report)
         if method == "ensemble":
@@ -160,7 +155,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
             )
         summary[f"{prefix}mean_entropy"] = summary_entry(report["uncertainty"]["mean_entropy"])
         summary.update(
-            coverage_summary(out_dir / "predictions.csv", evaluation.n_resamples, evaluation.seed, prefix)
+            coverage_summary(out_dir / "predictions.csv", evaluation.bootstrap_resamples, base.runtime.seed, prefix)
         )
         curves[f"{method} ({len(method_models)} model{'s' * (len(method_models) > 1)})"] = report[
             "uncertainty"

@@ -16,20 +16,15 @@ def trained_run(tmp_path_factory):
     """A run trained through the command line: plain CNN, 2 epochs, tiny bright/dark CT set."""
     root = tmp_path_factory.mktemp("cli")
     config = {
-        "run_dir": str(root / "run"),
-        "data": {
-            "tfrecords": str(tiny_ct(root)),
-            "image_size": 16,
-            "channels": 1,
-            "batch_size": 8,
-            "deterministic": True,
-        },
+        "data": {"tfrecords": [str(tiny_ct(root))], "image_size": 16, "channels": 1, "batch_size": 8},
         "model": {"name": "plain_cnn", "dropout": 0.5, "options": {"filters": [4, 8]}},
         "training": {"epochs": 1, "learning_rate": 0.01, "verbose": 0, "tensorboard": False},
-        "evaluation": {"n_resamples": 20},
+        "evaluation": {"bootstrap_resamples": 20},
+        "runtime": {"deterministic": True, "precision": "float32"},
     }
     (root / "run.yaml").write_text(yaml.safe_dump(config))
-    assert main(["train", "--config", str(root / "run.yaml"), "--set", "training.epochs=2"]) == 0
+    command = ["train", "--config", str(root / "run.yaml"), "--run-dir", str(root / "run")]
+    assert main([*command, "--set", "training.epochs=2"]) == 0
     return root
 
 
@@ -92,7 +87,7 @@ def test_bad_input_is_one_line_and_status_2(trained_run, tmp_path, capsys):
     )
     assert capsys.readouterr().err == f"error: {missing}: missing image folder\n"
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"run_dir": "x", "data": {"tfrecords": "y"}, "trainig": {}}))
-    assert main(["train", "--config", str(bad)]) == 2
-    assert capsys.readouterr().err == "error: unknown config section(s) ['trainig']\n"
+    bad.write_text(yaml.safe_dump({"data": {"tfrecords": ["y"]}, "trainig": {}}))
+    assert main(["train", "--config", str(bad), "--run-dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {bad}: config: unknown key(s) trainig; allowed: data, ")
     assert not (tmp_path / "o.csv").exists()

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from classification.data import DataConfig, load_split
-from tests.classification.tiny_data import tiny_ct
+from classification.data import ClassificationInputs, load_split
+from tests.classification.tiny_data import tiny_ct, classification_inputs
 
 BATCH = 2
 VAL_IMAGES = 8  # tiny_ct(per_label=20): 2 of every 10 patients (2 images each) per label are val
@@ -26,8 +26,8 @@ def _keys(dataset) -> list[str]:
 
 
 @pytest.fixture
-def data(tmp_path) -> DataConfig:
-    return DataConfig(tfrecords=str(tiny_ct(tmp_path)), image_size=16, channels=1, batch_size=BATCH)
+def data(tmp_path) -> ClassificationInputs:
+    return classification_inputs(tiny_ct(tmp_path), image_size=16, channels=1, batch_size=BATCH)
 
 
 def test_passes_after_load_split_never_read_the_files_again(data, tmp_path):

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classification.data import DataConfig
 from classification.evaluate import (
     Predictions,
     choose_thresholds,
@@ -15,7 +14,7 @@ from classification.evaluate import (
 )
 from classification.metrics import ThresholdChoice, binary_metrics
 from tests.classification.test_uncertainty import constant_model
-from tests.classification.tiny_data import tiny_ct, tiny_xray
+from tests.classification.tiny_data import tiny_ct, tiny_xray, classification_inputs
 
 
 def meta(modalities, patients):
@@ -124,8 +123,8 @@ def test_multiclass_report_has_macro_and_per_class():
 
 
 def test_multimodal_predictions_from_two_tfrecord_folders(tmp_path):
-    config = DataConfig(
-        tfrecords=[str(tiny_ct(tmp_path)), str(tiny_xray(tmp_path))],
+    config = classification_inputs(
+        [tiny_ct(tmp_path), tiny_xray(tmp_path)],
         label_map={"COVID-19": "COVID", "Non-COVID": "NonCOVID", "Normal": "NonCOVID"},
         image_size=16,
         channels=1,

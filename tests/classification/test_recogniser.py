@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from classification.data import DataConfig, load_split
+from classification.data import load_split
 from classification.recogniser import recogniser_config, slice_manifestations, train_recogniser
 from common.training import TrainingConfig
-from tests.classification.tiny_data import manifestation_records, write_tiny
+from tests.classification.tiny_data import manifestation_records, write_tiny, classification_inputs
 from tfrecords.reader import read_examples
 
 
@@ -19,10 +19,10 @@ def test_slice_manifestations_counts_pixels():
 
 def test_labels_come_from_masks_with_the_pixel_minimum(tmp_path):
     folder = write_tiny(tmp_path, "slices", manifestation_records())
-    config = DataConfig(
-        tfrecords=str(folder),
-        task="multilabel",
-        class_names=["ggo", "consolidation", "effusion"],
+    config = classification_inputs(
+        folder,
+        "multilabel",
+        label_names=["ggo", "consolidation", "effusion"],
         mask_label_min_pixels=10,
         image_size=8,
         channels=1,
@@ -60,29 +60,26 @@ def test_labels_come_from_masks_with_the_pixel_minimum(tmp_path):
 def test_mask_labels_need_the_masks_and_multilabel(tmp_path):
     folder = write_tiny(tmp_path, "slices", manifestation_records(10))
     with pytest.raises(ValueError, match=r"no mask\(s\) \['nodule'\] for mask-derived labels"):
-        DataConfig(
-            tfrecords=str(folder), task="multilabel", class_names=["ggo", "nodule"], mask_label_min_pixels=5
-        )
+        classification_inputs(folder, "multilabel", label_names=["ggo", "nodule"], mask_label_min_pixels=5)
     with pytest.raises(
         ValueError, match="mask_label_min_pixels derives multi-label targets; set task: multilabel"
     ):
-        DataConfig(tfrecords=str(folder), task="binary", class_names=["ggo", "x"], mask_label_min_pixels=5)
+        classification_inputs(folder, "binary", label_names=["ggo", "x"], mask_label_min_pixels=5)
 
 
 def test_recogniser_trains_with_per_class_validation_thresholds(tmp_path):
     folder = write_tiny(tmp_path, "slices", manifestation_records())
     config = recogniser_config(
         folder,
-        tmp_path / "run",
         training=TrainingConfig(epochs=2, learning_rate=0.01, verbose=0, tensorboard=False),
         image_size=16,
         channels=1,
         batch_size=8,
-        deterministic=True,
     )
     config.model.options = {"filters": [4, 8]}
-    config.evaluation.n_resamples = 20
-    report = train_recogniser(config)["metrics"]
+    config.evaluation.bootstrap_resamples = 20
+    config.runtime.deterministic, config.runtime.precision = True, "float32"
+    report = train_recogniser(config, tmp_path / "run")["metrics"]
     assert [t["split"] for t in report["thresholds"]] == ["val"] * 3
     assert list(report["overall"]["per_class"]) == ["ggo", "consolidation", "effusion"]
     assert report["overall"]["per_class"]["effusion"]["roc_auc"]["value"] is None  # never present

@@ -5,7 +5,6 @@ import keras
 import numpy as np
 import pytest
 
-from classification.data import DataConfig
 from classification.uncertainty import (
     coverage_accuracy,
     ensemble_predict_fn,
@@ -14,7 +13,7 @@ from classification.uncertainty import (
     predictive_entropy,
     uncertainty_summary,
 )
-from tests.classification.tiny_data import tiny_ct
+from tests.classification.tiny_data import tiny_ct, classification_inputs
 
 ENTROPY_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325083
 
@@ -87,7 +86,7 @@ def test_mc_dropout_samples_differ_and_batchnorm_is_untouched():
 
 
 def test_evaluate_uncertainty_writes_coverage_curve(tmp_path):
-    config = DataConfig(tfrecords=str(tiny_ct(tmp_path)), image_size=16, channels=1, batch_size=8)
+    config = classification_inputs(tiny_ct(tmp_path), image_size=16, channels=1, batch_size=8)
     report = evaluate_uncertainty(
         [constant_model(0.7, 0.5), constant_model(0.4, 0.5)], config, tmp_path / "eval", n_resamples=20
     )

@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from classification.data import ClassificationInputs
+from common.config import DataConfig, ModelConfig, TaskConfig
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.records import Record
 from tfrecords.writer import write_dataset
@@ -121,3 +123,10 @@ def manifestation_records(count: int = 40) -> list[Record]:
             )
         )
     return records
+
+
+def classification_inputs(tfrecords, task: str = "binary", **data) -> ClassificationInputs:
+    """The resolved inputs of a classifier config over `tfrecords` (a folder or a list of folders);
+    `data` are further `common.config.DataConfig` fields."""
+    folders = [str(f) for f in tfrecords] if isinstance(tfrecords, list) else [str(tfrecords)]
+    return ClassificationInputs(TaskConfig(data=DataConfig(tfrecords=folders, **data), model=ModelConfig(task=task)))

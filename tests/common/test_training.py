@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.config import ConfigError, from_dict
 from common.training import (
     Stage,
     TrainingConfig,
@@ -101,8 +102,8 @@ def test_stages_freeze_then_fine_tune_and_continue_the_epoch_count(tmp_path):
 
 
 def test_mixed_precision_build_inside_fit_restores_the_global_policy(tmp_path):
-    config = quiet_config(mixed_precision="mixed_bfloat16", epochs=1, monitor="loss")
-    history = fit(tiny_model, compile_binary, tiny_dataset(), None, config, tmp_path)
+    config = quiet_config(epochs=1, monitor="loss")
+    history = fit(tiny_model, compile_binary, tiny_dataset(), None, config, tmp_path, precision="mixed_bfloat16")
     assert history.model.get_layer("base").compute_dtype == "bfloat16"
     assert keras.config.dtype_policy().name == "float32"
 
@@ -113,9 +114,9 @@ def test_balanced_class_weight_hand_values():
 
 
 def test_config_from_dict_rejects_unknown_keys():
-    assert TrainingConfig.from_dict({"epochs": 3}).epochs == 3
-    with pytest.raises(ValueError, match=r"unknown training option\(s\) \['epoch'\]"):
-        TrainingConfig.from_dict({"epoch": 3})
+    assert from_dict(TrainingConfig, {"epochs": 3}).epochs == 3
+    with pytest.raises(ConfigError, match=r"training: unknown key\(s\) epoch; allowed: .*epochs"):
+        from_dict(TrainingConfig, {"epoch": 3}, "training")
 
 
 def test_batchnorm_momentum_reaches_nested_layers_and_survives_saving(tmp_path):

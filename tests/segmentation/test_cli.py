@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from segmentation.__main__ import main
 from tests.segmentation.seg_helpers import bright_pixel_model, write_disks
@@ -65,13 +66,14 @@ def test_errors_are_one_line_with_status_2(tmp_path, run_dir, capsys):
     assert main(["predict", str(run_dir / "best.keras"), str(broken), str(tmp_path / "o")]) == 2
     assert one_line_error(capsys).startswith(f"error: {broken}: truncated or corrupt NIfTI")
     config = tmp_path / "run.yaml"
-    config.write_text("data: /d\nrun_dir: /r\nepochz: 3\n")
-    assert main(["train", "--config", str(config)]) == 2
-    assert one_line_error(capsys).startswith("error: unknown segmentation option(s) ['epochz']")
-    assert main(["train", "--config", str(tmp_path / "absent.yaml")]) == 2
+    config.write_text("data: {tfrecords: [/d]}\nepochz: 3\n")
+    run = ["--run-dir", str(tmp_path / "r")]
+    assert main(["train", "--config", str(config), *run]) == 2
+    assert one_line_error(capsys).startswith(f"error: {config}: config: unknown key(s) epochz; allowed: data, ")
+    assert main(["train", "--config", str(tmp_path / "absent.yaml"), *run]) == 2
     assert one_line_error(capsys) == f"error: {tmp_path / 'absent.yaml'}: no such config file"
-    assert main(["train", "--epochs", "1"]) == 2
-    assert one_line_error(capsys) == "error: segmentation config needs data and run_dir"
+    assert main(["train", "--epochs", "1", *run]) == 2
+    assert one_line_error(capsys) == "error: data.tfrecords: a segmenter reads one TFRecord folder, got []"
 
 
 def test_train_then_evaluate_a_registry_unet(tmp_path, capsys):
@@ -80,14 +82,10 @@ def test_train_then_evaluate_a_registry_unet(tmp_path, capsys):
     config.write_text(
         json.dumps(
             {
-                "decoder": "unet",
-                "encoder": "plain",
-                "model_options": {"encoder_kwargs": {"filters": [4, 8]}},
-                "image_size": 32,
-                "batch_size": 4,
-                "augment": None,
-                "deterministic": True,
+                "model": {"name": "unet", "encoder": "plain", "options": {"encoder_kwargs": {"filters": [4, 8]}}},
+                "data": {"image_size": 32, "batch_size": 4},
                 "training": {"tensorboard": False, "verbose": 0, "learning_rate": 0.01},
+                "runtime": {"deterministic": True, "precision": "float32"},
             }
         )
     )
@@ -96,7 +94,7 @@ def test_train_then_evaluate_a_registry_unet(tmp_path, capsys):
     assert main(args) == 0
     assert f"best model: {run / 'best.keras'}" in capsys.readouterr().out
     assert len((run / "history.csv").read_text().splitlines()) == 3
-    assert json.loads((run / "config.json").read_text())["training"]["epochs"] == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 2
     assert main(["evaluate", str(run / "best.keras"), str(disks), str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert (
@@ -129,19 +127,17 @@ def test_medseg_unet_learns_infection(tmp_path, shared_data, capsys):
     config.write_text(
         json.dumps(
             {
-                "mask_names": ["infection"],
-                "model_options": {"encoder_kwargs": {"filters": [8, 16, 32, 64, 128]}},
-                "batch_size": 4,
-                "steps_per_epoch": 25,
+                "data": {"mask_names": ["infection"], "batch_size": 4, "steps_per_epoch": 25},
+                "model": {"options": {"encoder_kwargs": {"filters": [8, 16, 32, 64, 128]}}},
                 "training": {
                     "epochs": 8,
                     "monitor": "val_dice",
                     "mode": "max",
                     "lr_schedule": "cosine",
-                    "mixed_precision": "mixed_bfloat16",
                     "tensorboard": False,
                     "verbose": 0,
                 },
+                "runtime": {"precision": "mixed_bfloat16"},
             }
         )
     )

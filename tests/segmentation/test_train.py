@@ -10,22 +10,23 @@ import pytest
 import tensorflow as tf
 
 from segmentation.thresholds import ThresholdChoice
-from segmentation.train import SegmentationConfig, load_config, to_class_ids, train_segmenter
+from common.config import ConfigError, TaskConfig, from_dict, load_task_config, to_dict
+from segmentation.task import to_class_ids
+from segmentation.train import train_segmenter
 from tests.segmentation.seg_helpers import SIZE, tiny_model, write_disks
 
 
-def config_for(tmp_path, data, **overrides) -> SegmentationConfig:
-    values = {
-        "data": str(data),
-        "run_dir": str(tmp_path / "run"),
-        "image_size": SIZE,
-        "batch_size": 4,
-        "augment": None,
-        "deterministic": True,
-        "training": {"epochs": 2, "learning_rate": 0.05, "tensorboard": False, "verbose": 0},
-        **overrides,
-    }
-    return SegmentationConfig.from_dict(values)
+def config_for(data, mask_names=("infection",), model=None, **data_options) -> TaskConfig:
+    return from_dict(
+        TaskConfig,
+        {
+            "data": {"tfrecords": [str(data)], "mask_names": list(mask_names), "image_size": SIZE, "batch_size": 4,
+                     **data_options},
+            "model": {"task": "segmentation", **(model or {})},
+            "training": {"epochs": 2, "learning_rate": 0.05, "tensorboard": False, "verbose": 0},
+            "runtime": {"deterministic": True, "precision": "float32"},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +42,15 @@ def test_train_writes_the_run_folder_inside_the_given_strategy(tmp_path, disks):
         seen.append(tf.distribute.get_strategy())
         return tiny_model()
 
-    config = config_for(tmp_path, disks)
-    best = train_segmenter(config, strategy=strategy, model_builder=builder)
+    config = config_for(disks)
+    best = train_segmenter(config, tmp_path / "run", strategy=strategy, model_builder=builder)
     run = tmp_path / "run"
     assert seen == [strategy]
     assert best == run / "best.keras"
     for name in (
         "history.csv",
-        "config.json",
+        "config.yaml",
+        "bundle.json",
         "threshold.json",
         "training_curves.png",
         "threshold_curve.png",
@@ -57,8 +59,10 @@ def test_train_writes_the_run_folder_inside_the_given_strategy(tmp_path, disks):
     history = (run / "history.csv").read_text().splitlines()
     assert history[0].split(",")[:2] == ["epoch", "dice"] and len(history) == 3
     assert {"val_dice", "val_iou", "val_loss"} <= set(history[0].split(","))
-    saved = json.loads((run / "config.json").read_text())
-    assert saved["mask_names"] == ["infection"] and saved["preprocess"] == "" and saved["multiclass"] is False
+    saved = load_task_config(run / "config.yaml")
+    assert saved.data.mask_names == ["infection"] and saved.model.multiclass is False
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["channel_names"] == ["infection"] and bundle["preprocess"] == ""
     choice = ThresholdChoice.load(run / "threshold.json")
     assert choice.split == "val" and len(choice.thresholds) == 1
     model = keras.saving.load_model(best)
@@ -67,18 +71,15 @@ def test_train_writes_the_run_folder_inside_the_given_strategy(tmp_path, disks):
 
 def test_multiclass_training_uses_class_ids(tmp_path, disks):
     config = config_for(
-        tmp_path,
-        disks,
-        mask_names=["ggo", "consolidation"],
-        multiclass=True,
-        loss="cce_dice",
-        steps_per_epoch=3,
+        disks, ["ggo", "consolidation"], model={"multiclass": True, "loss": "cce_dice"}, steps_per_epoch=3
     )
     config.training.epochs = 1
-    assert config.num_outputs == 3 and config.channel_names == ("background", "ggo", "consolidation")
+    assert config.channel_names == ("background", "ggo", "consolidation")
     batches = []
     counter = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batches.append(batch))
-    train_segmenter(config, model_builder=lambda: tiny_model(3, "softmax"), extra_callbacks=[counter])
+    train_segmenter(
+        config, tmp_path / "run", model_builder=lambda: tiny_model(3, "softmax"), extra_callbacks=[counter]
+    )
     assert (tmp_path / "run" / "best.keras").is_file()
     assert batches == [0, 1, 2]  # steps_per_epoch=3 on the repeated split of 2 batches
     assert not (tmp_path / "run" / "threshold.json").exists()  # argmax: no threshold to choose
@@ -91,12 +92,11 @@ def test_to_class_ids_first_mask_wins():
 
 def test_load_config_yaml_with_overrides_and_unknown_keys(tmp_path):
     path = tmp_path / "config.yaml"
-    path.write_text(
-        "data: /d\nrun_dir: /r\nmask_names: [lung]\ntraining:\n  epochs: 2\n  monitor: val_dice\n"
-    )
-    config = load_config(path, {"image_size": 64})
-    assert (config.mask_names, config.image_size, config.training.epochs) == (("lung",), 64, 2)
+    path.write_text("data:\n  mask_names: [lung]\ntraining:\n  epochs: 2\n  monitor: val_dice\n")
+    config = load_task_config(path, ["data.image_size=64"])
+    assert (config.data.mask_names, config.data.image_size, config.training.epochs) == (["lung"], 64, 2)
     assert config.training.monitor == "val_dice"
-    path.write_text("data: /d\nrun_dir: /r\nimagesize: 3\n")
-    with pytest.raises(ValueError, match=r"unknown segmentation option\(s\) \['imagesize'\]"):
-        load_config(path)
+    assert load_task_config(path) == from_dict(TaskConfig, to_dict(load_task_config(path)))  # round trip
+    path.write_text("data:\n  imagesize: 3\n")
+    with pytest.raises(ConfigError, match=r"config.data: unknown key\(s\) imagesize; allowed: .*image_size"):
+        load_task_config(path)

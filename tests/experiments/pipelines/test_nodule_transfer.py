@@ -13,8 +13,8 @@ from experiments.pipelines.pretrain_args import add_pretrain_parser
 from experiments.pipelines.transfer import _layers_with_weights
 from experiments.registry import get_experiment
 from experiments.runner import run_experiment
-from experiments.tasks import segmentation_config
-from segmentation.train import build_model
+from experiments.tasks import task_config
+from segmentation.task import build_model
 from tests.experiments.pipelines.phantom_rows import medseg_overrides, phantom_roots, volume_split_file
 
 ROW = "s0_deeplabv3plus_{}_transfer_ggo"
@@ -41,7 +41,7 @@ def test_transfer_copies_the_pretrained_backbone_and_keeps_a_new_head_fresh(phan
     assert checkpoint.stat().st_mtime_ns == stamp
 
     # GGO + consolidation: two output channels where the nodule model has one.
-    run = segmentation_config(config, "unused", folder / "covid", mask_names=("ggo", "consolidation"))
+    run = task_config(config, ["unused"], **{"data.mask_names": ["ggo", "consolidation"]})
     model, report = transferred_model(run, checkpoint)
     source = _layers_with_weights(keras.saving.load_model(checkpoint, compile=False))
     target = _layers_with_weights(model)
@@ -56,7 +56,7 @@ def test_transfer_copies_the_pretrained_backbone_and_keeps_a_new_head_fresh(phan
     assert report.loaded_parameters == sum(
         int(np.prod(w.shape)) for name in report.loaded for w in target[name].weights
     )
-    fresh = segmentation_config(config, "unused", folder / "fresh", mask_names=("ggo",))
+    fresh = task_config(config, ["unused"], **{"data.mask_names": ["ggo"]})
     untouched = _layers_with_weights(build_model(fresh))
     assert not np.array_equal(
         untouched[backbone[0]].weights[0].numpy(), source[backbone[0]].weights[0].numpy()

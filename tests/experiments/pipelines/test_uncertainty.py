@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classification.data import DataConfig
-from classification.train import RunConfig
+from common.config import DataConfig, ModelConfig, TaskConfig
 from experiments.pipelines.uncertainty import _options, coverage_metrics, member_configs
 from experiments.runner import run_experiment
 
@@ -50,15 +49,15 @@ def test_coverage_metrics_reject_the_most_uncertain_first():
 
 
 def test_member_configs_cross_members_and_seeds(tmp_path, phantom_tfrecords):
-    base = RunConfig(run_dir=str(tmp_path), data=DataConfig(tfrecords=phantom_tfrecords, task="multiclass"))
+    base = TaskConfig(data=DataConfig(tfrecords=[phantom_tfrecords]), model=ModelConfig(task="multiclass"))
     configs = member_configs(base, ["resnet50", "inceptionresnetv2"], [0, 1], tmp_path)
-    assert [(c.model.name, c.training.seed, c.data.seed, Path(c.run_dir).name) for c in configs] == [
-        ("resnet50", 0, 0, "resnet50-seed0"),
-        ("resnet50", 1, 1, "resnet50-seed1"),
-        ("inceptionresnetv2", 0, 0, "inceptionresnetv2-seed0"),
-        ("inceptionresnetv2", 1, 1, "inceptionresnetv2-seed1"),
+    assert [(c.model.name, c.runtime.seed, folder.name) for c, folder in configs] == [
+        ("resnet50", 0, "resnet50-seed0"),
+        ("resnet50", 1, "resnet50-seed1"),
+        ("inceptionresnetv2", 0, "inceptionresnetv2-seed0"),
+        ("inceptionresnetv2", 1, "inceptionresnetv2-seed1"),
     ]
-    assert all(Path(c.run_dir).parent == tmp_path / "members" for c in configs)
+    assert all(folder.parent == tmp_path / "members" for _, folder in configs)
 
 
 def test_options_need_two_models_and_known_keys():
