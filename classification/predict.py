@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -32,6 +31,7 @@ import yaml
 
 import classification.models  # noqa: F401  (registers the models' custom layers for loading)
 from common.model_files import load_model_file, require_output_rank
+from common.model_input import model_input
 from data_prep import imageio
 from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config
 from data_prep.errors import DataError
@@ -150,13 +150,6 @@ def input_images(path: str | Path, modality: str = "ct") -> Iterator[Record]:
         yield Record(key=key, image=image, modality=modality, intensity=kind, path=str(file))
 
 
-def model_input(stored: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """A stored (H, W) uint8/uint16 image -> (height, width, channels) float32 in [0, 1]."""
-    scale = 65535.0 if stored.dtype == np.uint16 else 255.0
-    resized = cv2.resize(stored.astype(np.float32) / scale, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.repeat(resized[:, :, None], channels, axis=2)
-
-
 def stored_image(record: Record, spec: PreprocessSpec, recipe: CTRecipe | None) -> np.ndarray:
     """A record as its training data was stored: through the CT recipe's label-free input chain
     (`data_prep.ct_recipe.model_inputs`; crop rules "none" and "threshold") when the run has one,
@@ -182,7 +175,7 @@ def predict_files(
     for record in records:
         stored = stored_image(record, spec, recipe)
         kept.append(record)
-        batch.append(model_input(stored, height, width, channels))
+        batch.append(model_input(stored, (height, width), channels))
         if len(batch) == batch_size:
             outputs.append(np.asarray(model.predict_on_batch(np.stack(batch))))
             batch = []
