@@ -4,8 +4,9 @@ with a new head.
 Every classifier is `image (B, H, W, C) float32 in [0, 1]` -> `GrayToRGB` (only when pretrained
 three-channel weights meet one-channel input) -> `InputScaling` (both `common.layers`; the family's
 keras.applications preprocessing, inside the model so `.keras` files carry it; feed [0, 1] images and
-do not scale in the data pipeline) -> the backbone, a nested `keras.Model` named "backbone" -> the head (global average
-pooling, dropout, dense, float32 activation). The classifier itself is named after its registry name.
+do not scale in the data pipeline) -> the backbone (`common.backbones` for keras.applications), a
+nested `keras.Model` named "backbone" -> the head (global average pooling, dropout, dense, float32
+activation). The classifier itself is named after its registry name.
 
 BatchNorm and fine-tuning. The keras.io transfer-learning guide calls the base model with
 `training=False` and relies on that to keep BatchNorm in inference mode after unfreezing. In Keras 3
