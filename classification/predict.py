@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import keras
 import numpy as np
 import pandas as pd
@@ -33,6 +32,7 @@ import classification.models  # noqa: F401  (registers the models' custom layers
 from classification.data import ClassificationInputs
 from common.config import load_task_config
 from common.model_files import load_model_file, require_output_rank
+from common.model_input import model_input
 from common.task import CONFIG_FILE
 from data_prep import imageio
 from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config
@@ -146,13 +146,6 @@ def input_images(path: str | Path, modality: str = "ct") -> Iterator[Record]:
         yield Record(key=key, image=image, modality=modality, intensity=kind, path=str(file))
 
 
-def model_input(stored: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
-    """A stored (H, W) uint8/uint16 image -> (height, width, channels) float32 in [0, 1]."""
-    scale = 65535.0 if stored.dtype == np.uint16 else 255.0
-    resized = cv2.resize(stored.astype(np.float32) / scale, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.repeat(resized[:, :, None], channels, axis=2)
-
-
 def stored_image(record: Record, spec: PreprocessSpec, recipe: CTRecipe | None) -> np.ndarray:
     """A record as its training data was stored: through the CT recipe's label-free input chain
     (`data_prep.ct_recipe.model_inputs`; crop rules "none" and "threshold") when the run has one,
@@ -178,7 +171,7 @@ def predict_files(
     for record in records:
         stored = stored_image(record, spec, recipe)
         kept.append(record)
-        batch.append(model_input(stored, height, width, channels))
+        batch.append(model_input(stored, (height, width), channels))
         if len(batch) == batch_size:
             outputs.append(np.asarray(model.predict_on_batch(np.stack(batch))))
             batch = []

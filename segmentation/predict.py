@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 import segmentation.models  # noqa: F401  (registers the models' custom layers for loading)
+from common.model_input import model_input
 from data_prep import preprocess
 from data_prep.ct_recipe import LungPredictor, model_inputs, paste_box
 from data_prep.errors import DataError
@@ -86,16 +87,7 @@ def prepare_image(image: np.ndarray, segmenter: Segmenter, path: str | Path) -> 
         key=str(path), image=image, modality="ct", intensity=intensity_kind(image), path=str(path)
     )
     stored, _ = segmenter.preprocess.apply(record)
-    return _scaled(stored, segmenter)
-
-
-def _scaled(stored: np.ndarray, segmenter: Segmenter) -> np.ndarray:
-    """A stored (uint8/uint16) image -> (h, w, C) float32 in [0, 1] at the model input size."""
-    scaled = stored.astype(np.float32) / float(np.iinfo(stored.dtype).max)
-    height, width = segmenter.input_size
-    if scaled.shape[:2] != (height, width):
-        scaled = cv2.resize(scaled, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.repeat(scaled.reshape(height, width, 1), segmenter.channels, axis=-1)
+    return model_input(stored, segmenter.input_size, segmenter.channels)
 
 
 def segmenter_inputs(
@@ -116,7 +108,7 @@ def segmenter_inputs(
     images = [as_intensity(image, kind) for image in slices]
     lungs = lung_predictor(segmenter.lung)(images, kind) if segmenter.recipe.crop == "model" else None
     stored, boxes = model_inputs(images, kind, segmenter.recipe, lungs, str(path))
-    return np.stack([_scaled(image, segmenter) for image in stored]), boxes
+    return np.stack([model_input(image, segmenter.input_size, segmenter.channels) for image in stored]), boxes
 
 
 def _stacked(parts: list[tuple[np.ndarray, list[preprocess.Box]]]) -> tuple[np.ndarray, list[preprocess.Box]]:

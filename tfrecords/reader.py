@@ -125,7 +125,7 @@ def make_dataset(
     """Batches of (image, target) or, with `with_meta`, (image, target, meta) for one split.
 
     image: (B, H, W, channels) float32 in [0, 1] (16-bit stores: value / 65535), or `input_scaling`
-    applied (a backbone family like "resnet50" or a mode, see `INPUT_SCALINGS`).
+    applied (a backbone like "resnet50", a family like "densenet" or a mode, see `tfrecords.scaling`).
     target: classification -> (B,) int32 label index, or (B, classes) float32 with `one_hot`;
     multilabel -> (B, len(label_names)) float32 multi-hot; segmentation -> (B, H, W, K) float32 {0, 1}
     for the K `mask_names` (default: all of the manifest's).

@@ -2,10 +2,11 @@
 with a new head.
 
 Every classifier is `image (B, H, W, C) float32 in [0, 1]` -> `GrayToRGB` (only when pretrained
-three-channel weights meet one-channel input) -> `InputScaling` (the family's keras.applications
-preprocessing, inside the model so `.keras` files carry it; feed [0, 1] images and do not scale in the
-data pipeline) -> the backbone, a nested `keras.Model` named "backbone" -> the head (global average
-pooling, dropout, dense, float32 activation). The classifier itself is named after its registry name.
+three-channel weights meet one-channel input) -> `InputScaling` (both `common.layers`; the family's
+keras.applications preprocessing, inside the model so `.keras` files carry it; feed [0, 1] images and
+do not scale in the data pipeline) -> the backbone (`common.backbones` for keras.applications), a
+nested `keras.Model` named "backbone" -> the head (global average pooling, dropout, dense, float32
+activation). The classifier itself is named after its registry name.
 
 BatchNorm and fine-tuning. The keras.io transfer-learning guide calls the base model with
 `training=False` and relies on that to keep BatchNorm in inference mode after unfreezing. In Keras 3
@@ -21,6 +22,7 @@ batch statistics as usual, with a faster moving average by default (see `bn_mome
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,9 @@ import keras
 from classification.models.applications import APPLICATIONS, VGG_BLOCKS
 from classification.models.backbone import BackboneSpec, Block, group_into_blocks
 from classification.models.head import classification_head
-from classification.models.input_layers import GrayToRGB, InputScaling
 from classification.models.plain_cnn import DEFAULT_FILTERS, plain_cnn
 from classification.models.vgg19_bn import vgg19_bn
+from common.layers import GrayToRGB, InputScaling
 from common.weights import build_application
 
 BACKBONE_NAME = "backbone"
@@ -39,8 +41,10 @@ FROM_SCRATCH_BN_MOMENTUM = 0.9
 
 REGISTRY: dict[str, BackboneSpec] = {
     **APPLICATIONS,
-    "vgg19_bn": BackboneSpec(vgg19_bn, 32, "torch", VGG_BLOCKS),
-    "plain_cnn": BackboneSpec(plain_cnn, 2 ** len(DEFAULT_FILTERS), "none", VGG_BLOCKS),
+    "vgg19_bn": BackboneSpec(partial(build_application, vgg19_bn), 32, "torch", VGG_BLOCKS),
+    "plain_cnn": BackboneSpec(
+        partial(build_application, plain_cnn), 2 ** len(DEFAULT_FILTERS), "none", VGG_BLOCKS
+    ),
 }
 
 __all__ = [
@@ -109,12 +113,10 @@ def build_classifier(
     if pretrained and channels not in (1, 3):
         raise ValueError(f"{name}: pretrained weights need 1 or 3 input channels; got {channels}")
     backbone_channels = 3 if pretrained else channels
-    backbone = build_application(
-        spec.constructor,
+    backbone = spec.build(
         weights if pretrained else None,
         input_shape=(height, width, backbone_channels),
         name=BACKBONE_NAME,
-        **spec.kwargs,
         **backbone_kwargs,
     )
     momentum = FROM_SCRATCH_BN_MOMENTUM if bn_momentum is None and not pretrained else bn_momentum

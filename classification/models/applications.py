@@ -16,21 +16,15 @@ Block boundaries for fine-tuning (the top N blocks are unfrozen in stage 2):
   cell_7 ... cell_12, cell_reduce_12, cell_13 ... cell_18.
 - EfficientNetB0-B7: stem (with the input rescaling), block1 ... block7, top.
 
-Smallest inputs are those keras.applications accepts with include_top=False (32 px; InceptionV3 and
-InceptionResNetV2 75; Xception 71). Input scaling modes are those of each family's `preprocess_input`
-("raw" for EfficientNet, which rescales inside). For EfficientNet's ImageNet weights use
-weights="imagenet" with the file placed in ~/.keras/models/: Keras adds its ImageNet variance
-correction layer only for that value, not for a weights file path.
+Constructors, input scaling modes and smallest inputs come from `common.backbones.BACKBONES`. For
+EfficientNet's ImageNet weights use weights="imagenet" with the file placed in ~/.keras/models/: Keras
+adds its ImageNet variance correction layer only for that value, not for a weights file path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import keras
-from keras import applications
-
 from classification.models.backbone import BackboneSpec, BlockRule
+from common.backbones import BACKBONES
 
 VGG_BLOCKS = BlockRule(((r"(block\d+)_", r"\1"),))
 STAGE_BLOCKS = BlockRule(((r"(conv\d)_", r"\1"),))  # ResNet v1/v2 and DenseNet
@@ -51,28 +45,21 @@ NASNET_BLOCKS = BlockRule(
 EFFICIENTNET_BLOCKS = BlockRule(((r"(stem|top)_", r"\1"), (r"(block\d)", r"\1")))
 
 
-def _application(
-    constructor: Callable[..., keras.Model], min_size: int, scaling: str, blocks: BlockRule
-) -> BackboneSpec:
-    return BackboneSpec(constructor, min_size, scaling, blocks, kwargs={"include_top": False})
-
-
+BLOCK_RULES: dict[str, BlockRule] = {
+    "vgg16": VGG_BLOCKS,
+    "vgg19": VGG_BLOCKS,
+    "resnet50": STAGE_BLOCKS,
+    "resnet101": STAGE_BLOCKS,
+    "resnet50v2": STAGE_BLOCKS,
+    "inceptionv3": INCEPTION_V3_BLOCKS,
+    "inceptionresnetv2": INCEPTION_RESNET_V2_BLOCKS,
+    "xception": VGG_BLOCKS,
+    "densenet121": STAGE_BLOCKS,
+    "mobilenetv2": MOBILENET_V2_BLOCKS,
+    "nasnetlarge": NASNET_BLOCKS,
+    **{f"efficientnetb{k}": EFFICIENTNET_BLOCKS for k in range(8)},
+}
 APPLICATIONS: dict[str, BackboneSpec] = {
-    "vgg16": _application(applications.VGG16, 32, "caffe", VGG_BLOCKS),
-    "vgg19": _application(applications.VGG19, 32, "caffe", VGG_BLOCKS),
-    "resnet50": _application(applications.ResNet50, 32, "caffe", STAGE_BLOCKS),
-    "resnet101": _application(applications.ResNet101, 32, "caffe", STAGE_BLOCKS),
-    "resnet50v2": _application(applications.ResNet50V2, 32, "tf", STAGE_BLOCKS),
-    "inceptionv3": _application(applications.InceptionV3, 75, "tf", INCEPTION_V3_BLOCKS),
-    "inceptionresnetv2": _application(applications.InceptionResNetV2, 75, "tf", INCEPTION_RESNET_V2_BLOCKS),
-    "xception": _application(applications.Xception, 71, "tf", VGG_BLOCKS),
-    "densenet121": _application(applications.DenseNet121, 32, "torch", STAGE_BLOCKS),
-    "mobilenetv2": _application(applications.MobileNetV2, 32, "tf", MOBILENET_V2_BLOCKS),
-    "nasnetlarge": _application(applications.NASNetLarge, 32, "tf", NASNET_BLOCKS),
-    **{
-        f"efficientnetb{k}": _application(
-            getattr(applications, f"EfficientNetB{k}"), 32, "raw", EFFICIENTNET_BLOCKS
-        )
-        for k in range(8)
-    },
+    name: BackboneSpec(backbone.build, backbone.min_size, backbone.scaling, BLOCK_RULES[name])
+    for name, backbone in BACKBONES.items()
 }

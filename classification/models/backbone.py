@@ -8,9 +8,9 @@ schedule freezes the backbone, then unfreezes the top N blocks.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import keras
 
@@ -51,19 +51,18 @@ class BlockRule:
 class BackboneSpec:
     """A registered backbone.
 
-    constructor: called as `constructor(weights=..., input_shape=..., name=..., **kwargs)` through
-      `common.weights.build_application`; returns the backbone without a classification top.
+    build: called as `build(weights, input_shape=..., name=..., **options)` with weights None,
+      "imagenet" or a file path (`common.weights.build_application` semantics); returns the backbone
+      without a classification top.
     min_size: the smallest legal input height and width in pixels (default configuration).
-    scaling: the `InputScaling` mode applied inside the classifier (see `input_layers.SCALING_MODES`).
+    scaling: the `common.layers.InputScaling` mode applied inside the classifier.
     blocks: how its layers group into fine-tuning blocks.
-    kwargs: fixed keyword arguments for the constructor (`include_top=False` for keras.applications).
     """
 
-    constructor: Callable[..., keras.Model]
+    build: Callable[..., keras.Model]
     min_size: int
     scaling: str
     blocks: BlockRule
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 def group_into_blocks(backbone: keras.Model, rule: BlockRule) -> list[Block]:

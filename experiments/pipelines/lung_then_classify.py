@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
 from classification.train import train_classifier
+from common.model_input import model_input
 from common.plots import plt, save_figure
 from common.task import train_task
 from common.config import ModelConfig, to_dict
@@ -170,17 +170,10 @@ def train_lung_segmenter(
     return best, metrics
 
 
-def lung_masks(segmenter: Segmenter, images: list[np.ndarray], image_max: float) -> np.ndarray:
+def lung_masks(segmenter: Segmenter, images: list[np.ndarray]) -> np.ndarray:
     """Stored images (each (H, W) of one size) -> (N, H, W) uint8 predicted lung masks. Inputs are
-    prepared as `tfrecords.reader.make_dataset` does: value / image_max, bilinear resize, channels."""
-    height, width = segmenter.input_size
-    inputs = np.stack(
-        [
-            cv2.resize(image.astype(np.float32) / image_max, (width, height), interpolation=cv2.INTER_LINEAR)
-            for image in images
-        ]
-    )
-    inputs = np.repeat(inputs[..., None], segmenter.channels, axis=-1)
+    prepared as `tfrecords.reader.make_dataset` does (`common.model_input.model_input`)."""
+    inputs = np.stack([model_input(image, segmenter.input_size, segmenter.channels) for image in images])
     return predicted_masks(segmenter, inputs, images[0].shape[:2])
 
 
@@ -290,10 +283,9 @@ def write_variants(manifest: Manifest, segmenter_path: Path, cache_dir: Path) ->
     out_dir = cache_dir / f"lung_variants-{key}"
     if not all((out_dir / name / MANIFEST_NAME).is_file() for name in VARIANTS):
         segmenter = load_segmenter(segmenter_path)
-        image_max = float(np.iinfo(manifest.image_dtype).max)
 
         def transform(batch: list[Example]) -> dict[str, list[np.ndarray]]:
-            masks = lung_masks(segmenter, [example["image"] for example in batch], image_max)
+            masks = lung_masks(segmenter, [example["image"] for example in batch])
             variants = [
                 make_variants(example["image"], mask) for example, mask in zip(batch, masks, strict=True)
             ]

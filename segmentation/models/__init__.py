@@ -4,8 +4,10 @@
 Every model takes images (B, H, W, C) as float in [0, 1] (the encoder scales them for its backbone;
 do not apply `keras.applications` preprocessing in the data pipeline) and returns float32
 probabilities (B, H, W, num_classes): sigmoid when num_classes == 1, softmax otherwise. The encoder is
-the nested layer named "encoder". Models save and reload as `.keras` files once this package is
-imported (it registers the custom `InputScaling` layer).
+the nested layer named "encoder", built through `encoders.EncoderRequest.features`: each decoder
+builder maps (image input, encoder request, num_classes, its own options) to the output tensor.
+Models save and reload as `.keras` files once this package is imported (it registers the custom
+layers of `common.layers`).
 
 U-Net (on any encoder but "plain"), FPN, Linknet and PSPNet follow segmentation_models, the library S2
 used, with its defaults (as its Keras 3 fork segmodels-keras 0.1.0.dev13 builds them); each decoder's
@@ -19,13 +21,13 @@ for DeepLabv3+.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import keras
 
 from segmentation.models.deeplabv3plus import build_deeplabv3plus
-from segmentation.models.encoders import build_encoder, list_encoders
+from segmentation.models.encoders import EncoderRequest, build_encoder, list_encoders
 from segmentation.models.fpn import build_fpn
 from segmentation.models.linknet import build_linknet
 from segmentation.models.pspnet import build_pspnet
@@ -61,16 +63,23 @@ def build_segmenter(
     input_shape: Sequence[int],
     num_classes: int,
     weights: str | Path | None = None,
-    **kwargs,
+    freeze_encoder: bool = False,
+    encoder_kwargs: Mapping | None = None,
+    **decoder_options,
 ) -> keras.Model:
     """Builds decoder on encoder, e.g. ("unet", "plain") for S3 or ("deeplabv3plus", "xception65") for S0.
 
-    weights: None, "imagenet" (`keras.applications` encoders) or an encoder weights file.
-    kwargs go to the decoder's builder: freeze_encoder, encoder_kwargs, and the decoder's own options
-    (see `build_unet`, `build_fpn`, `build_linknet`, `build_pspnet`, `build_deeplabv3plus`).
+    The model is named "<decoder>_<encoder>". weights: None, "imagenet" (`keras.applications`
+    encoders) or an encoder weights file. freeze_encoder: the encoder is not trainable (its
+    BatchNormalization layers run in inference mode). encoder_kwargs: `build_encoder` options.
+    decoder_options: the decoder's own (see `build_unet`, `build_fpn`, `build_linknet`,
+    `build_pspnet`, `build_deeplabv3plus`).
     """
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r}; choose one of {sorted(DECODERS)}")
     if encoder not in list_encoders():
         raise ValueError(f"unknown encoder {encoder!r}; choose one of {list_encoders()}")
-    return DECODERS[decoder](encoder, input_shape, num_classes, weights=weights, **kwargs)
+    image = keras.Input(tuple(input_shape), name="image")
+    request = EncoderRequest(encoder, weights, freeze_encoder, dict(encoder_kwargs or {}))
+    outputs = DECODERS[decoder](image, request, num_classes, **decoder_options)
+    return keras.Model(image, outputs, name=f"{decoder}_{encoder}")

@@ -1,4 +1,4 @@
-"""Layer blocks shared by the encoders and decoders, and the one custom layer (`InputScaling`).
+"""Layer blocks shared by the encoders and decoders (the input layers are in `common.layers`).
 
 Every block is a function `block(x, ..., name) -> x` on symbolic Keras tensors of shape (B, H, W, C).
 Convolutions that feed a BatchNormalization have no bias. Layer names are `name` plus a suffix, so a
@@ -7,64 +7,14 @@ model's layer names say which block a weight belongs to.
 
 from __future__ import annotations
 
-import keras
-from keras import layers, ops
+from keras import layers
 
-# Per-channel statistics of the ImageNet training images, in RGB order and on the 0-255 scale.
-IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
-IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
-SCALING_MODES = ("none", "tf", "torch", "caffe", "x255")
 # Moving-average momentum of our BatchNormalization layers (PyTorch's default; Keras's is 0.99).
 # With 0.99 the moving statistics still lag the batch statistics after the few hundred steps of a
 # CPU-scale run, and inference-mode predictions collapse (see `batch_norm`).
 BN_MOMENTUM = 0.9
 # Kernel initializer of segmentation_models' decoder convolutions (its heads keep Keras's glorot_uniform).
 DECODER_INITIALIZER = "he_uniform"
-
-
-@keras.saving.register_keras_serializable(package="covid_segmentation")
-class InputScaling(layers.Layer):
-    """Maps images in [0, 1] to the input scale a backbone family was trained on.
-
-    Input (B, H, W, C) float in [0, 1]; output the same shape in the compute dtype. Modes follow
-    `keras.applications.imagenet_utils.preprocess_input` on 0-255 images:
-    - "none": unchanged; "x255": times 255 (EfficientNet rescales internally);
-    - "tf": 2x - 1, i.e. [-1, 1];
-    - "torch": (x - mean) / std with the ImageNet RGB statistics;
-    - "caffe": 255x, RGB -> BGR, minus the ImageNet BGR mean (no division).
-    With C != 3 (grayscale, weights=None only), "torch" and "caffe" use the mean of the three channel
-    statistics, and "caffe" does not reorder channels.
-    """
-
-    def __init__(self, mode: str = "none", **kwargs) -> None:
-        super().__init__(**kwargs)
-        if mode not in SCALING_MODES:
-            raise ValueError(f"InputScaling mode {mode!r} is not one of {SCALING_MODES}")
-        self.mode = mode
-
-    def call(self, images):
-        images = ops.cast(images, self.compute_dtype)
-        if self.mode == "none":
-            return images
-        if self.mode == "x255":
-            return images * 255.0
-        if self.mode == "tf":
-            return images * 2.0 - 1.0
-        rgb = images.shape[-1] == 3
-        mean = IMAGENET_MEAN_RGB if rgb else (sum(IMAGENET_MEAN_RGB) / 3,)
-        if self.mode == "torch":
-            std = IMAGENET_STD_RGB if rgb else (sum(IMAGENET_STD_RGB) / 3,)
-            return (images * 255.0 - ops.array(mean, self.compute_dtype)) / ops.array(std, self.compute_dtype)
-        if rgb:  # "caffe"
-            images = ops.flip(images, axis=-1)
-            mean = mean[::-1]
-        return images * 255.0 - ops.array(mean, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "mode": self.mode}
 
 
 def batch_norm(x, name: str):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 from keras import layers
 
 from segmentation.models.blocks import conv_bn_relu, segmentation_head, separable_conv_bn, upsample
-from segmentation.models.encoders import encoder_features
+from segmentation.models.encoders import EncoderRequest
 
 OUTPUT_STRIDES = (8, 16)
 RATES_AT_OS16 = (6, 12, 18)
@@ -31,19 +30,16 @@ def aspp(x, rates: Sequence[int], filters: int, dropout: float):
 
 
 def build_deeplabv3plus(
-    encoder_name: str,
-    input_shape: Sequence[int],
+    image: keras.KerasTensor,
+    encoder: EncoderRequest,
     num_classes: int,
-    weights: str | Path | None = None,
-    freeze_encoder: bool = False,
-    encoder_kwargs: Mapping | None = None,
     output_stride: int = 16,
     aspp_filters: int = 256,
     skip_filters: int = 48,
     decoder_filters: int = 256,
     dropout: float = 0.1,
-) -> keras.Model:
-    """DeepLabv3+; the paper's backbone is encoder_name="xception65" (modified aligned Xception-65).
+) -> keras.KerasTensor:
+    """DeepLabv3+; the paper's backbone is the encoder "xception65" (modified aligned Xception-65).
 
     Encoder: "xception65" runs at `output_stride` (16 or 8) with atrous convolution and ASPP takes its
     last feature. Other encoders (`keras.applications`, resnet34, plain) are not dilated: ASPP takes
@@ -57,15 +53,10 @@ def build_deeplabv3plus(
     """
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"deeplabv3plus: output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
-    encoder_kwargs = dict(encoder_kwargs or {})
-    if encoder_name == "xception65":
-        encoder_kwargs["output_stride"] = output_stride
-        deep_level = 5
+    if encoder.name == "xception65":
+        skip, deep = encoder.features(image, (SKIP_LEVEL, 5), output_stride=output_stride)
     else:
-        deep_level = output_stride.bit_length() - 1
-    inputs, (skip, deep) = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, (SKIP_LEVEL, deep_level), encoder_kwargs
-    )
+        skip, deep = encoder.features(image, (SKIP_LEVEL, output_stride.bit_length() - 1))
     rates = tuple(rate * 16 // output_stride for rate in RATES_AT_OS16)
     x = aspp(deep, rates, aspp_filters, dropout)
     x = upsample(x, skip.shape[1] // x.shape[1], "decoder_upsample")
@@ -73,5 +64,4 @@ def build_deeplabv3plus(
     x = layers.Concatenate(name="decoder_concat")([x, skip])
     x = separable_conv_bn(x, decoder_filters, "decoder_conv1")
     x = separable_conv_bn(x, decoder_filters, "decoder_conv2")
-    outputs = segmentation_head(x, num_classes, upsampling=input_shape[0] // skip.shape[1])
-    return keras.Model(inputs, outputs, name=f"deeplabv3plus_{encoder_name}")
+    return segmentation_head(x, num_classes, upsampling=image.shape[1] // skip.shape[1])

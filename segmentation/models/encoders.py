@@ -7,11 +7,12 @@ spatial size (H / 2^k, W / 2^k). Every encoder offers levels 1..5 (strides 2..32
   default) and pairs with the U-Net decoder only;
 - "xception65" at output_stride 8 or 16, where C_k has stride min(2^k, output_stride).
 
-Input scaling is part of the model (an `InputScaling` layer maps [0, 1] to the backbone family's
-ImageNet convention), so data pipelines feed [0, 1] images to every encoder. Grayscale input
+Input scaling is part of the model (a `common.layers.InputScaling` layer maps [0, 1] to the backbone
+family's ImageNet convention), so data pipelines feed [0, 1] images to every encoder. Grayscale input
 (C == 1) goes straight into the backbone, except for a `keras.applications` backbone with weights
-("imagenet" or a file, both 3-channel): there a `Concatenate` layer named "gray_to_rgb" first
-repeats the channel three times. Our own encoders load weights files saved with the same C.
+("imagenet" or a file, both 3-channel): there a `common.layers.GrayToRGB` layer named "gray_to_rgb"
+first repeats the channel three times. The backbones, their scaling and the layers giving C1..C5
+(their `pyramid_outputs` P1..P5) are those of `common.backbones`. Our own encoders load weights files saved with the same C.
 Every BatchNormalization layer, the backbones' included, uses momentum `blocks.BN_MOMENTUM` (0.9).
 
 InceptionV3 and InceptionResNetV2 use 'valid' convolutions in their stems and reductions, which
@@ -26,16 +27,18 @@ compute (1.66x at 256 px).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
+from typing import Any
 
 import keras
 from keras import layers
 
-from common.weights import build_application
+from common.backbones import BACKBONES, Backbone
+from common.layers import GrayToRGB, InputScaling
 from segmentation.models.aligned_xception import aligned_xception65_features
-from segmentation.models.blocks import BN_MOMENTUM, InputScaling
+from segmentation.models.blocks import BN_MOMENTUM
 from segmentation.models.plain import DEFAULT_FILTERS, plain_features
 from segmentation.models.resnet34 import resnet34_features
 
@@ -44,69 +47,8 @@ VALID_PADDING = 37
 STEM_OFFSETS = (3, 9, 13, 21, 37)
 
 
-@dataclass(frozen=True)
-class ApplicationSpec:
-    """A `keras.applications` backbone: constructor name, the layers giving C1..C5, input scaling.
-
-    A `None` feature layer means "the input of the k-th MaxPooling2D layer" (the Inception stems, whose
-    layers have automatically numbered names).
-    """
-
-    constructor: str
-    feature_layers: tuple[str | None, ...]
-    scaling: str
-    valid_padding: bool = False
-
-
-_RESNET = ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
-_EFFICIENTNET = (
-    "block2a_expand_activation",
-    "block3a_expand_activation",
-    "block4a_expand_activation",
-    "block6a_expand_activation",
-    "top_activation",
-)
-APPLICATIONS: dict[str, ApplicationSpec] = {
-    "resnet50": ApplicationSpec("ResNet50", _RESNET, "caffe"),
-    "resnet101": ApplicationSpec("ResNet101", _RESNET[:3] + ("conv4_block23_out", _RESNET[4]), "caffe"),
-    "resnet50v2": ApplicationSpec(
-        "ResNet50V2",
-        (
-            "conv1_conv",
-            "conv2_block3_preact_relu",
-            "conv3_block4_preact_relu",
-            "conv4_block6_preact_relu",
-            "post_relu",
-        ),
-        "tf",
-    ),
-    "vgg16": ApplicationSpec(
-        "VGG16", ("block2_conv2", "block3_conv3", "block4_conv3", "block5_conv3", "block5_pool"), "caffe"
-    ),
-    "vgg19": ApplicationSpec(
-        "VGG19", ("block2_conv2", "block3_conv4", "block4_conv4", "block5_conv4", "block5_pool"), "caffe"
-    ),
-    # DenseNet's C2..C4 are its transition convolutions (after the channel halving), as segmentation_models.
-    "densenet121": ApplicationSpec(
-        "DenseNet121", ("conv1_relu", "pool2_conv", "pool3_conv", "pool4_conv", "relu"), "torch"
-    ),
-    **{f"efficientnetb{i}": ApplicationSpec(f"EfficientNetB{i}", _EFFICIENTNET, "x255") for i in range(8)},
-    "mobilenetv2": ApplicationSpec(
-        "MobileNetV2",
-        (
-            "block_1_expand_relu",
-            "block_3_expand_relu",
-            "block_6_expand_relu",
-            "block_13_expand_relu",
-            "out_relu",
-        ),
-        "tf",
-    ),
-    "inceptionv3": ApplicationSpec("InceptionV3", (None, None, "mixed2", "mixed7", "mixed10"), "tf", True),
-    "inceptionresnetv2": ApplicationSpec(
-        "InceptionResNetV2", (None, None, "block35_10_ac", "block17_20_ac", "conv_7b_ac"), "tf", True
-    ),
-}
+# The keras.applications backbones with pyramid outputs (`common.backbones`).
+APPLICATIONS: dict[str, Backbone] = {name: b for name, b in BACKBONES.items() if b.pyramid is not None}
 # Our own encoders: feature function and input scaling. They have no ImageNet weights.
 OWN_ENCODERS = {
     "resnet34": (resnet34_features, "none"),
@@ -130,7 +72,7 @@ def available_levels(name: str, **encoder_kwargs) -> tuple[int, ...]:
 
 def deepest_feature_is_max_pooling(name: str) -> bool:
     """True where C5 is a max pooling output (VGG): segmentation_models' U-Net and Linknet add a centre block."""
-    return name in APPLICATIONS and (APPLICATIONS[name].feature_layers[-1] or "").endswith("_pool")
+    return name in APPLICATIONS and (APPLICATIONS[name].pyramid[-1] or "").endswith("_pool")
 
 
 def level_stride(name: str, level: int, **encoder_kwargs) -> int:
@@ -171,10 +113,10 @@ def build_encoder(
         if encoder_kwargs:
             raise ValueError(f"{name}: unexpected encoder options {sorted(encoder_kwargs)}")
         if channels == 1 and weights is not None:
-            x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
-        spec = APPLICATIONS[name]
-        x = InputScaling(spec.scaling, name="input_scaling")(x)
-        features = _application_features(spec, x, weights, (height, width))
+            x = GrayToRGB(name="gray_to_rgb")(x)
+        backbone = APPLICATIONS[name]
+        x = InputScaling(backbone.scaling, name="input_scaling")(x)
+        features = _application_features(backbone, x, weights, (height, width))
     else:
         feature_fn, scaling = OWN_ENCODERS[name]
         x = InputScaling(scaling, name="input_scaling")(x)
@@ -199,23 +141,16 @@ def _check_input_shape(name: str, input_shape: Sequence[int], levels: Sequence[i
     return height, width, channels
 
 
-def _application_features(spec: ApplicationSpec, x, weights, image_size: tuple[int, int]) -> list:
-    """Builds the application on x (padded first if it has 'valid' layers) and returns C1..C5."""
-    if spec.valid_padding:
+def _application_features(backbone: Backbone, x, weights, image_size: tuple[int, int]) -> list:
+    """Builds the backbone on x (padded first if it has 'valid' convolutions) and returns C1..C5."""
+    if backbone.valid_convolutions:
         x = layers.ZeroPadding2D(VALID_PADDING, name="valid_padding")(x)
-    constructor = getattr(keras.applications, spec.constructor)
-    model = build_application(
-        constructor, weights, include_top=False, input_tensor=x, input_shape=tuple(x.shape[1:])
-    )
+    model = backbone.build(weights, input_tensor=x, input_shape=tuple(x.shape[1:]))
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM  # as in our own layers; see `blocks.batch_norm`
-    pools = [layer for layer in model.layers if isinstance(layer, layers.MaxPooling2D)]
-    features = [
-        model.get_layer(layer_name).output if layer_name else pools[index].input
-        for index, layer_name in enumerate(spec.feature_layers)
-    ]
-    if not spec.valid_padding:
+    features = list(backbone.pyramid_outputs(model).values())
+    if not backbone.valid_convolutions:
         return features
     return [
         _centre_crop(feature, level, image_size)
@@ -246,21 +181,27 @@ def _load_own_weights(name: str, model: keras.Model, weights: str | Path) -> Non
     model.load_weights(path)
 
 
-def encoder_features(
-    encoder_name: str,
-    input_shape: Sequence[int],
-    weights: str | Path | None,
-    freeze_encoder: bool,
-    levels: Sequence[int],
-    encoder_kwargs: Mapping | None = None,
-) -> tuple:
-    """The start of every segmenter: (image input, [C_k for k in levels]) via a nested encoder.
+@dataclass(frozen=True)
+class EncoderRequest:
+    """The encoder a segmenter was asked for; its decoder builds it with `features`.
 
-    The encoder is one layer named "encoder"; `freeze_encoder=True` makes it non-trainable, which
-    also runs its BatchNormalization layers in inference mode.
+    name: one of `list_encoders()`. weights: as `build_encoder`. freeze: the encoder is made
+    non-trainable, which also runs its BatchNormalization layers in inference mode. options:
+    `build_encoder`'s encoder_kwargs.
     """
-    encoder = build_encoder(encoder_name, input_shape, weights, levels, **(encoder_kwargs or {}))
-    encoder.trainable = not freeze_encoder
-    inputs = keras.Input(tuple(input_shape), name="image")
-    features = encoder(inputs)
-    return inputs, list(features)
+
+    name: str
+    weights: str | Path | None = None
+    freeze: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def features(self, image: keras.KerasTensor, levels: Sequence[int], **options: Any) -> list:
+        """[C_k for k in levels] of `image` (B, H, W, C) through one nested layer named "encoder".
+
+        options: encoder options the decoder sets (they override the requested ones).
+        """
+        encoder = build_encoder(
+            self.name, tuple(image.shape[1:]), self.weights, levels, **{**self.options, **options}
+        )
+        encoder.trainable = not self.freeze
+        return list(encoder(image))

@@ -3,9 +3,6 @@ after Lin et al. 2017 and Kirillov et al.'s COCO 2017 stuff-segmentation entry),
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-
 import keras
 from keras import layers
 
@@ -16,22 +13,19 @@ from segmentation.models.blocks import (
     segmentation_head,
     upsample,
 )
-from segmentation.models.encoders import PYRAMID_LEVELS, encoder_features
+from segmentation.models.encoders import PYRAMID_LEVELS, EncoderRequest
 
 AGGREGATIONS = ("concat", "sum")
 
 
 def build_fpn(
-    encoder_name: str,
-    input_shape: Sequence[int],
+    image: keras.KerasTensor,
+    encoder: EncoderRequest,
     num_classes: int,
-    weights: str | Path | None = None,
-    freeze_encoder: bool = False,
-    encoder_kwargs: Mapping | None = None,
     pyramid_filters: int = 256,
     segmentation_filters: int = 128,
     aggregation: str = "concat",
-) -> keras.Model:
+) -> keras.KerasTensor:
     """segmentation_models' `FPN` (segmodels-keras 0.1.0.dev13) with its defaults, on C1..C5.
 
     Pyramid (top-down, strides 16..2): P4 = nearest-upsampled (1x1 conv of C5) + 1x1 conv(C4); P_k =
@@ -48,9 +42,7 @@ def build_fpn(
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"fpn: aggregation {aggregation!r} is not one of {AGGREGATIONS}")
-    inputs, features = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, PYRAMID_LEVELS, encoder_kwargs
-    )
+    features = encoder.features(image, PYRAMID_LEVELS)
     x = features[-1]
     if x.shape[-1] != pyramid_filters:
         x = _pyramid_conv(x, pyramid_filters, "fpn_c5_pre_conv")
@@ -70,9 +62,8 @@ def build_fpn(
     merge = layers.Concatenate if aggregation == "concat" else layers.Add
     x = merge(name=f"segm_{aggregation}")(branches)
     x = conv_bn_relu(x, segmentation_filters, 3, "final_stage", kernel_initializer=DECODER_INITIALIZER)
-    x = upsample(x, input_shape[0] // finest, "final_upsample")
-    outputs = segmentation_head(x, num_classes, kernel_size=3)
-    return keras.Model(inputs, outputs, name=f"fpn_{encoder_name}")
+    x = upsample(x, image.shape[1] // finest, "final_upsample")
+    return segmentation_head(x, num_classes, kernel_size=3)
 
 
 def _pyramid_conv(x, filters: int, name: str):

@@ -3,9 +3,6 @@ not concatenated, to the decoder."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-
 import keras
 from keras import layers
 
@@ -16,7 +13,7 @@ from segmentation.models.blocks import (
     segmentation_head,
     upsample,
 )
-from segmentation.models.encoders import PYRAMID_LEVELS, deepest_feature_is_max_pooling, encoder_features
+from segmentation.models.encoders import PYRAMID_LEVELS, EncoderRequest, deepest_feature_is_max_pooling
 
 
 def linknet_block(x, filters: int, factor: int, name: str):
@@ -30,14 +27,11 @@ def linknet_block(x, filters: int, factor: int, name: str):
 
 
 def build_linknet(
-    encoder_name: str,
-    input_shape: Sequence[int],
+    image: keras.KerasTensor,
+    encoder: EncoderRequest,
     num_classes: int,
-    weights: str | Path | None = None,
-    freeze_encoder: bool = False,
-    encoder_kwargs: Mapping | None = None,
     final_filters: int = 16,
-) -> keras.Model:
+) -> keras.KerasTensor:
     """segmentation_models' `Linknet` (segmodels-keras 0.1.0.dev13) with its defaults, on C1..C5.
 
     A centre block (two 3x3 conv-BN-ReLU, 512 filters) follows a max-pooled C5 (VGG). From there each
@@ -48,15 +42,12 @@ def build_linknet(
     model, no "transpose" decoder block option; parameter counts are equal.
     Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
     """
-    inputs, features = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, PYRAMID_LEVELS, encoder_kwargs
-    )
+    features = encoder.features(image, PYRAMID_LEVELS)
     x = features[-1]
-    if deepest_feature_is_max_pooling(encoder_name):
+    if deepest_feature_is_max_pooling(encoder.name):
         x = center_block(x)
     for level, skip in zip(PYRAMID_LEVELS[-2::-1], features[-2::-1], strict=True):
         x = linknet_block(x, skip.shape[-1], skip.shape[1] // x.shape[1], f"decoder_block{level}")
         x = layers.Add(name=f"decoder_block{level}_add")([x, skip])
-    x = linknet_block(x, final_filters, input_shape[0] // x.shape[1], "decoder_block0")
-    outputs = segmentation_head(x, num_classes, kernel_size=3)
-    return keras.Model(inputs, outputs, name=f"linknet_{encoder_name}")
+    x = linknet_block(x, final_filters, image.shape[1] // x.shape[1], "decoder_block0")
+    return segmentation_head(x, num_classes, kernel_size=3)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 from keras import layers
 
 from segmentation.models.blocks import DECODER_INITIALIZER, conv_bn_relu, segmentation_head, upsample
-from segmentation.models.encoders import encoder_features
+from segmentation.models.encoders import EncoderRequest
 
 DOWNSAMPLE_FACTORS = (4, 8, 16)  # the stride of the pooled feature: C2, C3 or C4
 DEFAULT_BINS = (1, 2, 3, 6)
@@ -22,17 +21,14 @@ def input_size_multiple(bins: Sequence[int] = DEFAULT_BINS, downsample_factor: i
 
 
 def build_pspnet(
-    encoder_name: str,
-    input_shape: Sequence[int],
+    image: keras.KerasTensor,
+    encoder: EncoderRequest,
     num_classes: int,
-    weights: str | Path | None = None,
-    freeze_encoder: bool = False,
-    encoder_kwargs: Mapping | None = None,
     downsample_factor: int = 8,
     bins: Sequence[int] = DEFAULT_BINS,
     filters: int = 512,
     dropout: float | None = None,
-) -> keras.Model:
+) -> keras.KerasTensor:
     """segmentation_models' `PSPNet` (segmodels-keras 0.1.0.dev13) with its defaults.
 
     Pools the encoder feature of stride `downsample_factor` (8: C3; 4: C2; 16: C4; deeper encoder
@@ -50,19 +46,16 @@ def build_pspnet(
     if downsample_factor not in DOWNSAMPLE_FACTORS:
         raise ValueError(f"pspnet: downsample_factor {downsample_factor} is not one of {DOWNSAMPLE_FACTORS}")
     multiple = input_size_multiple(bins, downsample_factor)
-    if input_shape[0] % multiple or input_shape[1] % multiple:
+    height, width = image.shape[1:3]
+    if height % multiple or width % multiple:
         raise ValueError(
-            f"pspnet: input size {input_shape[0]}x{input_shape[1]} must be divisible by {multiple} "
+            f"pspnet: input size {height}x{width} must be divisible by {multiple} "
             f"({downsample_factor} x the least common multiple of the bins {tuple(bins)})"
         )
-    level = downsample_factor.bit_length() - 1
-    inputs, (feature,) = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, (level,), encoder_kwargs
-    )
-    height, width = feature.shape[1:3]
+    (feature,) = encoder.features(image, (downsample_factor.bit_length() - 1,))
     branches = [feature]
     for b in bins:
-        cell = (height // b, width // b)
+        cell = (feature.shape[1] // b, feature.shape[2] // b)
         x = layers.AveragePooling2D(cell, strides=cell, name=f"psp_bin{b}_pool")(feature)
         x = conv_bn_relu(x, filters, 1, f"psp_bin{b}", kernel_initializer=DECODER_INITIALIZER)
         branches.append(upsample(x, cell, f"psp_bin{b}_upsample"))
@@ -70,5 +63,4 @@ def build_pspnet(
     x = conv_bn_relu(x, filters, 1, "psp_aggregation", kernel_initializer=DECODER_INITIALIZER)
     if dropout:
         x = layers.SpatialDropout2D(dropout, name="psp_dropout")(x)
-    outputs = segmentation_head(x, num_classes, upsampling=downsample_factor, kernel_size=3)
-    return keras.Model(inputs, outputs, name=f"pspnet_{encoder_name}")
+    return segmentation_head(x, num_classes, upsampling=downsample_factor, kernel_size=3)

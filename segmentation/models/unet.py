@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import keras
 from keras import layers
@@ -15,7 +14,7 @@ from segmentation.models.blocks import (
     segmentation_head,
     upsample,
 )
-from segmentation.models.encoders import available_levels, deepest_feature_is_max_pooling, encoder_features
+from segmentation.models.encoders import EncoderRequest, available_levels, deepest_feature_is_max_pooling
 from segmentation.models.plain import DEFAULT_FILTERS
 
 ENCODER_DECODER_FILTERS = (256, 128, 64, 32, 16)
@@ -23,19 +22,16 @@ UPSAMPLINGS = ("transpose", "nearest", "bilinear")
 
 
 def build_unet(
-    encoder_name: str,
-    input_shape: Sequence[int],
+    image: keras.KerasTensor,
+    encoder: EncoderRequest,
     num_classes: int,
-    weights: str | Path | None = None,
-    freeze_encoder: bool = False,
-    encoder_kwargs: Mapping | None = None,
     decoder_filters: Sequence[int] | None = None,
     upsampling: str | None = None,
-) -> keras.Model:
+) -> keras.KerasTensor:
     """U-Net: from the deepest feature, repeatedly upsample x2, concatenate the skip of that stride,
     and apply two 3x3 conv-BN-ReLU, until full resolution; then the head.
 
-    encoder_name "plain" gives the classic U-Net of S3: `encoder_kwargs={"filters": (...)}` sets the
+    The encoder "plain" gives the classic U-Net of S3: `encoder_kwargs={"filters": (...)}` sets the
     contracting path (default (32, 64, 128, 256, 512), 4 poolings); the expanding path mirrors it
     (decoder_filters default: the encoder filters reversed, without the deepest) with 2x2 transposed
     convolutions, every level including full resolution has a skip, and the head is a 1x1 conv.
@@ -50,23 +46,19 @@ def build_unet(
     4x4 transpose block), "nearest" or "bilinear" (UpSampling2D) overrides the default.
     Output (B, H, W, num_classes): sigmoid for 1 class, softmax otherwise, float32.
     """
-    encoder_kwargs = dict(encoder_kwargs or {})
-    plain = encoder_name == "plain"
+    plain = encoder.name == "plain"
     upsampling = upsampling or ("transpose" if plain else "nearest")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"unet: upsampling {upsampling!r} is not one of {UPSAMPLINGS}")
     initializer = "glorot_uniform" if plain else DECODER_INITIALIZER
-    levels = available_levels(encoder_name, **encoder_kwargs)
-    inputs, features = encoder_features(
-        encoder_name, input_shape, weights, freeze_encoder, levels, encoder_kwargs
-    )
+    features = encoder.features(image, available_levels(encoder.name, **encoder.options))
     skips_by_size = {feature.shape[1]: feature for feature in features[:-1]}
     x = features[-1]
-    if deepest_feature_is_max_pooling(encoder_name):
+    if deepest_feature_is_max_pooling(encoder.name):
         x = center_block(x)
-    num_stages = (input_shape[0] // x.shape[1]).bit_length() - 1
+    num_stages = (image.shape[1] // x.shape[1]).bit_length() - 1
     if decoder_filters is None:
-        encoder_filters = encoder_kwargs.get("filters", DEFAULT_FILTERS)
+        encoder_filters = encoder.options.get("filters", DEFAULT_FILTERS)
         decoder_filters = tuple(encoder_filters[-2::-1]) if plain else ENCODER_DECODER_FILTERS[-num_stages:]
     if len(decoder_filters) != num_stages:
         raise ValueError(f"unet: decoder_filters needs {num_stages} values, got {tuple(decoder_filters)}")
@@ -80,5 +72,4 @@ def build_unet(
         if skip is not None:
             x = layers.Concatenate(name=f"{name}_concat")([x, skip])
         x = double_conv(x, filters, name, kernel_initializer=initializer)
-    outputs = segmentation_head(x, num_classes, kernel_size=1 if plain else 3)
-    return keras.Model(inputs, outputs, name=f"unet_{encoder_name}")
+    return segmentation_head(x, num_classes, kernel_size=1 if plain else 3)

@@ -1,4 +1,4 @@
-"""Registry, input layers, head, our own backbones, weights and fine-tuning blocks: cheap tests."""
+"""Registry, head, our own backbones, weights and fine-tuning blocks: cheap tests."""
 
 import signal
 
@@ -15,9 +15,9 @@ from classification.models import (
     smallest_input_size,
     unfreeze_top_blocks,
 )
-from classification.models.input_layers import GrayToRGB, InputScaling
 from classification.models.plain_cnn import plain_cnn
 from classification.models.vgg19_bn import vgg19_bn
+from common.layers import GrayToRGB
 from common.weights import PretrainedWeightsUnavailable
 
 ZOO = [
@@ -66,58 +66,6 @@ def test_smallest_input_sizes_and_scaling_modes():
 def test_keras_rejects_inputs_below_the_smallest_size():
     with pytest.raises(ValueError, match="Input size must be at least 32x32"):
         build_classifier("vgg16", (31, 31, 1), 1)
-
-
-def test_gray_to_rgb_repeats_the_channel():
-    image = np.arange(4, dtype="float32").reshape(1, 2, 2, 1)
-    rgb = keras.ops.convert_to_numpy(GrayToRGB()(image))
-    assert rgb.shape == (1, 2, 2, 3)
-    for channel in range(3):
-        np.testing.assert_array_equal(rgb[..., channel], image[..., 0])
-
-
-@pytest.mark.parametrize(
-    ("mode", "pixel", "expected"),
-    [
-        ("tf", [0.0, 0.5, 1.0], [-1.0, 0.0, 1.0]),
-        ("raw", [0.0, 0.5, 1.0], [0.0, 127.5, 255.0]),
-        ("none", [0.0, 0.5, 1.0], [0.0, 0.5, 1.0]),
-        ("torch", [0.485, 0.456 + 0.224, 0.406 - 0.225], [0.0, 1.0, -1.0]),
-        # RGB (1, 0, 0.5) -> BGR (127.5, 0, 255) minus (103.939, 116.779, 123.68)
-        ("caffe", [1.0, 0.0, 0.5], [23.561, -116.779, 131.32]),
-    ],
-)
-def test_input_scaling_modes_on_rgb(mode, pixel, expected):
-    scaled = keras.ops.convert_to_numpy(InputScaling(mode)(np.array(pixel, "float32").reshape(1, 1, 1, 3)))
-    np.testing.assert_allclose(scaled.reshape(3), expected, atol=1e-4)
-
-
-@pytest.mark.parametrize("mode", ["caffe", "torch", "tf"])
-def test_input_scaling_matches_keras_preprocess_input(mode):
-    images = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
-    expected = keras.applications.imagenet_utils.preprocess_input(images * 255.0, mode=mode)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(InputScaling(mode)(images)), expected, atol=1e-4)
-
-
-def test_input_scaling_on_one_channel_uses_the_mean_statistics():
-    grey = np.full((1, 1, 1, 1), 0.5, "float32")
-    caffe = keras.ops.convert_to_numpy(InputScaling("caffe")(grey))
-    torch = keras.ops.convert_to_numpy(InputScaling("torch")(grey))
-    np.testing.assert_allclose(caffe.item(), 127.5 - (103.939 + 116.779 + 123.68) / 3, atol=1e-4)
-    np.testing.assert_allclose(torch.item(), (0.5 - 1.347 / 3) / (0.678 / 3), atol=1e-5)
-
-
-@pytest.mark.parametrize("mode", ["caffe", "torch", "tf", "raw", "none"])
-def test_input_scaling_config_round_trip(mode):
-    restored = keras.layers.deserialize(keras.layers.serialize(InputScaling(mode, name="scaling")))
-    assert isinstance(restored, InputScaling) and restored.mode == mode and restored.dtype == "float32"
-
-
-def test_input_scaling_rejects_an_unknown_mode():
-    with pytest.raises(
-        ValueError, match="unknown input scaling mode 'imagenet'; known: caffe, torch, tf, raw, none"
-    ):
-        InputScaling("imagenet")
 
 
 def test_classifier_layout_and_names():

@@ -16,7 +16,7 @@ def test_families_map_to_keras_modes() -> None:
         None,
     ]
     assert scaling_mode("torch") == "torch"
-    with pytest.raises(ValueError, match="unknown input_scaling 'vit'; known: caffe, torch, tf, raw, vgg16"):
+    with pytest.raises(ValueError, match="unknown input_scaling 'vit'; known: caffe, torch, tf, raw, none, vgg16"):
         scaling_mode("vit")
 
 

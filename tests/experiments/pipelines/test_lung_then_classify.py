@@ -147,7 +147,7 @@ def test_s4_row_end_to_end_and_the_cache_shared_by_the_other_rows(tmp_path):
     for split in ("train", "test"):
         streams = [list(read_examples(folders[name], split)) for name in VARIANTS]
         originals = [example["image"] for example in streams[0]]
-        masks = lung_masks(segmenter, originals, 255.0)
+        masks = lung_masks(segmenter, originals)
         assert 0 < masks.sum() < masks.size
         for original, mask, lungs, rest in zip(originals, masks, streams[1], streams[2], strict=True):
             np.testing.assert_array_equal(lungs["image"], original * mask)

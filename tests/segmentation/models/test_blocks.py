@@ -4,42 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from segmentation.models.blocks import InputScaling, conv_bn_relu, segmentation_head, separable_conv_bn
-
-PIXEL = np.array([[[[1.0, 0.0, 0.5]]]], dtype="float32")  # one RGB pixel in [0, 1]
-
-
-@pytest.mark.parametrize(
-    ("mode", "expected"),
-    [
-        ("none", [1.0, 0.0, 0.5]),
-        ("x255", [255.0, 0.0, 127.5]),
-        ("tf", [1.0, -1.0, 0.0]),
-        # (255 - 123.68) / 58.395, (0 - 116.779) / 57.12, (127.5 - 103.939) / 57.375
-        ("torch", [2.2488227, -2.0444503, 0.4106492]),
-        # BGR order: 127.5 - 103.939, 0 - 116.779, 255 - 123.68
-        ("caffe", [23.561, -116.779, 131.32]),
-    ],
-)
-def test_input_scaling_matches_imagenet_conventions(mode, expected):
-    np.testing.assert_allclose(InputScaling(mode)(PIXEL).numpy()[0, 0, 0], expected, rtol=1e-5)
-
-
-def test_input_scaling_grayscale_uses_mean_statistics():
-    gray = np.array([[[[0.5]]]], dtype="float32")
-    # 127.5 - mean(123.68, 116.779, 103.939) = 127.5 - 114.79933...
-    np.testing.assert_allclose(InputScaling("caffe")(gray).numpy().ravel(), [12.700667], rtol=1e-5)
-
-
-def test_input_scaling_rejects_unknown_mode():
-    with pytest.raises(ValueError, match=r"InputScaling mode 'bgr' is not one of \('none', 'tf'"):
-        InputScaling("bgr")
-
-
-def test_input_scaling_config_round_trip():
-    layer = InputScaling("torch", name="scale")
-    restored = InputScaling.from_config(layer.get_config())
-    assert (restored.mode, restored.name) == ("torch", "scale")
+from segmentation.models.blocks import conv_bn_relu, segmentation_head, separable_conv_bn
 
 
 def test_stride2_convolutions_are_aligned_to_even_pixels():
