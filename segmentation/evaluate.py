@@ -32,6 +32,7 @@ from segmentation import metrics
 from segmentation.predict import Segmenter, predict_probs, write_bytes_atomic, write_png
 from segmentation.thresholds import FIXED, ThresholdChoice, ThresholdSplitError, choose_threshold, plot_choice
 from tfrecords.manifest import load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset
 
 DEFINITIONS = {
@@ -81,8 +82,7 @@ def predict_split(
 ) -> SplitPredictions:
     """Runs `model` over `split` of a TFRecord directory in a fixed order."""
     height, width, channels = model.input_shape[1:]
-    dataset = make_dataset(
-        data,
+    read = ReadConfig(
         split,
         task="segmentation",
         batch_size=batch_size,
@@ -92,6 +92,7 @@ def predict_split(
         mask_names=mask_names,
         with_meta=True,
     )
+    dataset = make_dataset(data, read)
     images, masks, keys, patients = [], [], [], []
     for image, mask, meta in dataset.as_numpy_iterator():
         images.append(image)

@@ -35,6 +35,7 @@ from segmentation.metrics import DiceCoefficient, IoUScore
 from segmentation.models import build_segmenter
 from tfrecords.augment import AugmentConfig
 from tfrecords.manifest import load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset
 
 
@@ -167,8 +168,7 @@ def make_split_dataset(config: SegmentationConfig, split: str, training: bool) -
     augment = None
     if training and config.augment is not None:
         augment = AugmentConfig(**config.augment)
-    dataset = make_dataset(
-        config.data,
+    read = ReadConfig(
         split,
         task="segmentation",
         batch_size=config.batch_size,
@@ -182,6 +182,7 @@ def make_split_dataset(config: SegmentationConfig, split: str, training: bool) -
         mask_names=config.mask_names,
         repeat=training and config.steps_per_epoch is not None,
     )
+    dataset = make_dataset(config.data, read)
     if config.multiclass:
         dataset = dataset.map(lambda image, masks: (image, to_class_ids(masks)))
     return dataset
