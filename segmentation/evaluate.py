@@ -27,9 +27,10 @@ import keras
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_write_bytes
 from common.bootstrap import bootstrap_ci
 from segmentation import metrics
-from segmentation.predict import Segmenter, predict_probs, write_bytes_atomic, write_png
+from segmentation.predict import Segmenter, predict_probs, write_png
 from segmentation.thresholds import FIXED, ThresholdChoice, ThresholdSplitError, choose_threshold, plot_choice
 from tfrecords.manifest import load_manifest
 from tfrecords.read_config import ReadConfig
@@ -238,7 +239,7 @@ def _write_overlays(
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    return write_bytes_atomic(path, frame.to_csv(index=False).encode())
+    return atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
 def evaluate_predictions(
@@ -321,7 +322,7 @@ def evaluate_predictions(
     _write_csv(out_dir / "per_image.csv", per_image)
     _write_csv(out_dir / "per_case.csv", per_case)
     text = json.dumps(report, indent=2, default=float)
-    write_bytes_atomic(out_dir / "metrics.json", text.encode())
+    atomic_write_bytes(out_dir / "metrics.json", text.encode())
     return json.loads(text)
 
 
