@@ -15,10 +15,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from common.cli import add_subcommand, run_command
 
-from common.cli import run_command
+if TYPE_CHECKING:
+    from classification.data import ClassificationInputs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train (or resume) a classifier, then evaluate it on test")
+    train = add_subcommand(
+        commands, "train", _train, help="train (or resume) a classifier, then evaluate it on test"
+    )
     train.add_argument("--config", required=True, help="YAML config tree (see classification.train)")
     train.add_argument("--run-dir", required=True, help="run folder (resumed when it exists)")
     train.add_argument(
@@ -36,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-evaluate", action="store_true", help="skip the test evaluation")
 
-    evaluate = commands.add_parser("evaluate", help="threshold on validation, metrics with CIs on test")
+    evaluate = add_subcommand(
+        commands, "evaluate", _evaluate, help="threshold on validation, metrics with CIs on test"
+    )
     evaluate.add_argument("--run", required=True, help="run folder (with config.yaml)")
     evaluate.add_argument("--model", help="model file (default RUN/best.keras)")
     evaluate.add_argument("--out", help="output folder (default RUN/eval)")
@@ -49,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
             help="skip checking the shards against their manifest SHA-256s",
         )
 
-    predict = commands.add_parser("predict", help="classify a folder of images or a NIfTI volume")
+    predict = add_subcommand(
+        commands, "predict", _predict, help="classify a folder of images or a NIfTI volume"
+    )
     predict.add_argument(
         "model", help=".keras model (in a run folder: its preprocessing and threshold are used)"
     )
@@ -60,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         "--modality", default="ct", choices=("ct", "xray"), help="modality of image-folder input"
     )
 
-    uncertainty = commands.add_parser(
-        "uncertainty", help="ensemble or MC-dropout entropy and coverage-accuracy"
+    uncertainty = add_subcommand(
+        commands, "uncertainty", _uncertainty, help="ensemble or MC-dropout entropy and coverage-accuracy"
     )
     uncertainty.add_argument("--run", required=True, help="run folder whose data config is used")
     uncertainty.add_argument("--method", choices=("ensemble", "mc_dropout"), default="mc_dropout")
@@ -72,67 +80,77 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any] | None:
+def _train(args: argparse.Namespace) -> None:
     from classification.data import ClassificationInputs
     from classification.train import train_classifier
     from common.config import load_task_config
+    from common.shard_checks import verify_shards
+
+    config = load_task_config(args.config, args.set)
+    if not args.no_verify:
+        print(verify_shards(ClassificationInputs(config).manifests))
+    result = train_classifier(config, args.run_dir, evaluate=not args.no_evaluate)
+    _print_headline(result["metrics"])
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from classification.predict import predict
+
+    frame = predict(args.model, args.input, args.out_csv, args.preprocess, args.modality)
+    print(f"wrote {args.out_csv}: {len(frame)} predictions")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from classification.evaluate import evaluate_model
     from common.model_files import load_model_file, require_output_rank
     from common.shard_checks import verify_shards
+
+    run, inputs, options = _run_options(args)
+    if not args.no_verify:
+        print(verify_shards(inputs.manifests))
+    model = load_model_file(args.model or run / "best.keras")
+    require_output_rank(model, 2, args.model or run / "best.keras")
+    _print_headline(evaluate_model(model, inputs, args.out or run / "eval", **options))
+
+
+def _uncertainty(args: argparse.Namespace) -> None:
+    from classification.uncertainty import evaluate_uncertainty
+    from common.model_files import load_model_file
+
+    run, inputs, options = _run_options(args)
+    models = [load_model_file(path) for path in (args.models or [run / "best.keras"])]
+    out = args.out or run / f"uncertainty_{args.method}"
+    _print_headline(evaluate_uncertainty(models, inputs, out, args.method, args.samples, **options))
+
+
+def _run_options(args: argparse.Namespace) -> tuple[Path, ClassificationInputs, dict[str, Any]]:
+    """(run folder, its inputs, the evaluation options from its config tree and the flags)."""
+    from classification.data import ClassificationInputs
+    from common.config import load_task_config
     from common.task import CONFIG_FILE
 
-    if args.command == "train":
-        config = load_task_config(args.config, args.set)
-        if not args.no_verify:
-            print(verify_shards(ClassificationInputs(config).manifests))
-        result = train_classifier(config, args.run_dir, evaluate=not args.no_evaluate)
-        return result["metrics"]
-    if args.command == "predict":
-        from classification.predict import predict
-
-        frame = predict(args.model, args.input, args.out_csv, args.preprocess, args.modality)
-        print(f"wrote {args.out_csv}: {len(frame)} predictions")
-        return None
     run = Path(args.run)
     config = load_task_config(run / CONFIG_FILE)
-    inputs = ClassificationInputs(config)
     options = {
         "n_resamples": args.n_resamples or config.evaluation.bootstrap_resamples,
         "seed": config.runtime.seed,
         "criterion": getattr(args, "criterion", None) or config.evaluation.criterion,
         "run_dir": run,
     }
-    if args.command == "evaluate":
-        from classification.evaluate import evaluate_model
-
-        if not args.no_verify:
-            print(verify_shards(inputs.manifests))
-        model = load_model_file(args.model or run / "best.keras")
-        require_output_rank(model, 2, args.model or run / "best.keras")
-        return evaluate_model(model, inputs, args.out or run / "eval", **options)
-    from classification.uncertainty import evaluate_uncertainty
-
-    models = [load_model_file(path) for path in (args.models or [run / "best.keras"])]
-    out = args.out or run / f"uncertainty_{args.method}"
-    return evaluate_uncertainty(models, inputs, out, args.method, args.samples, **options)
+    return run, ClassificationInputs(config), options
 
 
-def _headline(report: dict[str, Any]) -> str:
-    """A short summary of a report's overall metrics for the terminal."""
+def _print_headline(report: dict[str, Any]) -> None:
+    """Prints a short summary of a report's overall metrics."""
     overall = report["overall"]
     if "macro" in overall:
         overall = {f"macro_{k}": {"value": v} for k, v in overall["macro"].items()}
     shown = {k: v["value"] for k, v in overall.items() if isinstance(v, dict) and "value" in v}
-    return json.dumps({"split": report["split"], "n": report["n"], **shown}, indent=1)
-
-
-def _command(args: argparse.Namespace) -> None:
-    report = _run(args)
-    if report is not None:
-        print(_headline(report))
+    print(json.dumps({"split": report["split"], "n": report["n"], **shown}, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), _command, argv)
+    return run_command(_parser(), argv)
 
 
 if __name__ == "__main__":

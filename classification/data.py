@@ -21,6 +21,7 @@ import tensorflow as tf
 from common.config import TaskConfig
 from tfrecords.augment import AugmentConfig
 from tfrecords.manifest import Manifest, load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import META_FIELDS, make_dataset
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -115,8 +116,7 @@ def load_split(
     from_masks = config.mask_label_min_pixels is not None
     for manifest in config.manifests:
         source_task = "multilabel" if config.task == "multilabel" else "classification"
-        stream = make_dataset(
-            manifest,
+        read = ReadConfig(
             split,
             task="segmentation" if from_masks else source_task,
             batch_size=config.batch_size,
@@ -131,6 +131,7 @@ def load_split(
             mask_names=config.class_names if from_masks else None,
             with_meta=True,
         )
+        stream = make_dataset(manifest, read)
         if config.cache:
             _complete_cache(stream)
         mapper = _mask_label_mapper(config) if from_masks else _target_mapper(config, manifest)
@@ -159,7 +160,7 @@ def load_split(
 
 
 def _complete_cache(stream: tf.data.Dataset) -> None:
-    """Fills the in-memory cache of `make_dataset(..., cache=True)` with one full pass over `stream`.
+    """Fills the in-memory cache of `make_dataset` with `cache=True` with one full pass over `stream`.
 
     Under a tf.distribute strategy, Keras reads one batch of every dataset at the start of fit,
     evaluate and predict (`_maybe_symbolic_build`) and drops that iterator. A memory cache is shared

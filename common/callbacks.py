@@ -23,6 +23,7 @@ from pathlib import Path
 import h5py
 import keras
 
+from common.atomic import atomic_path
 from common.training_config import LR_SCHEDULES
 
 
@@ -139,9 +140,9 @@ class AtomicBackup(keras.callbacks.Callback):
     which rewrites one weights file in place: a kill during that write lost the run).
 
     After epoch e (0-based) the model weights and {"epoch": e + 1} go to `folder/epoch-<e+1>/`, written
-    as `.epoch-<e+1>.tmp/` first and renamed. On train begin the newest readable state is restored
-    (weights, and the epoch `fit` continues from); an unreadable one (`readable_states`) is set aside
-    as `broken-epoch-<N>` with a warning and the one before it is used.
+    to a hidden temporary folder first and renamed (`common.atomic.atomic_path`). On train begin the
+    newest readable state is restored (weights, and the epoch `fit` continues from); an unreadable one
+    (`readable_states`) is set aside as `broken-epoch-<N>` with a warning and the one before it is used.
     """
 
     def __init__(self, folder: str | Path) -> None:
@@ -183,15 +184,12 @@ class AtomicBackup(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001
         done = epoch + 1
-        self.folder.mkdir(parents=True, exist_ok=True)
-        temporary = self.folder / f".epoch-{done}.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        self.model.save_weights(str(temporary / BACKUP_WEIGHTS))
-        (temporary / BACKUP_STATE).write_text(json.dumps({"epoch": done}))
         final = self.folder / f"epoch-{done}"
-        shutil.rmtree(final, ignore_errors=True)  # a state of an epoch trained again after a fallback
-        os.replace(temporary, final)
+        with atomic_path(final) as temporary:
+            temporary.mkdir()
+            self.model.save_weights(str(temporary / BACKUP_WEIGHTS))
+            (temporary / BACKUP_STATE).write_text(json.dumps({"epoch": done}))
+            shutil.rmtree(final, ignore_errors=True)  # a state of an epoch trained again after a fallback
         for old in self.states()[BACKUPS_KEPT:]:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -1,10 +1,15 @@
 """The shell every command line of the project runs in: flags, quiet logs and one error boundary.
 
-`run_command(parser, handler, argv)` parses the arguments, quiets TensorFlow's C++ log lines (unless
-`--verbose`), calls `handler(args)` and turns the known failure types into one line
-`error: <file>: <problem>` on stderr with exit status 2. Everything else is a bug and keeps its
-traceback; `--debug` prints the traceback of a known failure too. Python warnings print as one line
-`warning: <message>`.
+Every shell (`python -m classification|segmentation|data_prep|tfrecords|experiments`) is one parser
+whose sub-commands are added with `add_subcommand(commands, name, handler, ...)`, and one
+`main(argv) = run_command(parser, argv)`. `run_command` parses the arguments, quiets TensorFlow's C++
+log lines (unless `--verbose`), runs the chosen sub-command's `handler(args)` and turns the known
+failure types into one line `error: <file>: <problem>` on stderr. Everything else is a bug and keeps
+its traceback; `--debug` prints the traceback of a known failure too. Python warnings print as one
+line `warning: <message>`.
+
+Exit statuses: `EXIT_OK` (0); `EXIT_FAILED` (1: a command over many items, e.g. `reproduce`, where
+some failed and each was reported); `EXIT_BAD_INPUT` (2: bad input or usage, as argparse's own).
 
 Known failures (`user_error_message`):
 - `data_prep.errors.DataError` (bad input data; names its file);
@@ -24,19 +29,23 @@ import argparse
 import contextlib
 import importlib.abc
 import importlib.machinery
+import inspect
 import linecache
 import logging
 import os
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import Any
 
 from data_prep.errors import DataError
 
-USAGE_ERROR = 2
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("classification", "common", "data_prep", "experiments", "segmentation", "tfrecords")
 Handler = Callable[[argparse.Namespace], "int | None"]
@@ -62,14 +71,35 @@ def add_shell_flags(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: list[str] | None = None) -> int:
-    """Parses `argv`, runs `handler(args)` inside the error boundary; returns the exit status."""
-    args = add_shell_flags(parser).parse_args(argv)
+def add_subcommand(
+    commands: argparse._SubParsersAction, name: str, handler: Handler, **options: Any
+) -> argparse.ArgumentParser:
+    """Adds the sub-command `name` (`options` as for argparse's `add_parser`) that `run_command` runs as
+    `handler(args)`; its return value is the exit status (None: `EXIT_OK`)."""
+    parser = commands.add_parser(name, **options)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def call_with_flags(
+    function: Callable[..., Any], args: argparse.Namespace, *leading: Any, **extra: Any
+) -> Any:
+    """`function(*leading, **flags, **extra)`: `flags` are the parsed arguments named like the parameters
+    of `function` after the `leading` ones (a flag's `dest` is the parameter it sets); `extra` wins."""
+    names = list(inspect.signature(function).parameters)[len(leading) :]
+    flags = {name: getattr(args, name) for name in names if hasattr(args, name) and name not in extra}
+    return function(*leading, **flags, **extra)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parses `argv` (default: `sys.argv[1:]`), runs the chosen sub-command's handler inside the error
+    boundary; returns the exit status."""
+    args = add_shell_flags(parser).parse_args(None if argv is None else list(argv))
     quiet_logs(verbose=args.verbose)
     if not args.debug:
         warnings.formatwarning = _one_line_warning
     try:
-        status = handler(args)
+        status = args.handler(args)
     except Exception as error:
         message = user_error_message(error)
         if message is None:
@@ -77,8 +107,8 @@ def run_command(parser: argparse.ArgumentParser, handler: Handler, argv: list[st
         if args.debug:
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr)
-        return USAGE_ERROR
-    return 0 if status is None else int(status)
+        return EXIT_BAD_INPUT
+    return EXIT_OK if status is None else int(status)
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001

@@ -1,9 +1,8 @@
 """Evaluation and training plots (matplotlib, Agg backend). Every function takes precomputed curves,
-writes one PNG atomically (temporary file in the same folder, then `os.replace`) and returns its path."""
+writes one PNG atomically (`common.atomic.atomic_path`) and returns its path."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,20 +12,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from common.atomic import atomic_path  # noqa: E402
+
 Curve = tuple[Sequence[float], Sequence[float]]
 
 
 def save_figure(figure: plt.Figure, path: str | Path) -> Path:
     """Writes `figure` as PNG to `path` atomically and closes it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(figure)
-        temporary.unlink(missing_ok=True)
     return path
 
 

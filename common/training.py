@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common.atomic import atomic_path, atomic_write_json
 from common.callbacks import backup_dir, make_callbacks, resume_epoch
 from common.mixed_precision import precision_policy
 from common.training_config import TrainingConfig
@@ -194,16 +194,10 @@ def _stage_dir(run_dir: Path) -> Path:
 def _mark_stage_done(run_dir: Path, stage: Stage, model: keras.Model, epochs_done: int) -> None:
     """Saves the stage's final weights, then its marker, each written to a temporary file first."""
     folder = _stage_dir(run_dir)
-    folder.mkdir(exist_ok=True)
     name = stage.name
-    weights = folder / f"{name}.weights.h5"
-    temporary = folder / f".{name}.tmp.weights.h5"
-    model.save_weights(str(temporary))
-    os.replace(temporary, weights)
-    marker = folder / f"{name}.json"
-    temporary = folder / f".{name}.json.tmp"
-    temporary.write_text(json.dumps({"epochs_done": epochs_done, "epochs_planned": stage.epochs}))
-    os.replace(temporary, marker)
+    with atomic_path(folder / f"{name}.weights.h5", suffix=".weights.h5") as temporary:
+        model.save_weights(str(temporary))
+    atomic_write_json(folder / f"{name}.json", {"epochs_done": epochs_done, "epochs_planned": stage.epochs})
 
 
 def _drop_unbacked_rows(run_dir: Path, stage_name: str, first_epoch: int) -> None:
@@ -220,12 +214,10 @@ def _drop_unbacked_rows(run_dir: Path, stage_name: str, first_epoch: int) -> Non
     kept = [row for row in rows if None not in row.values() and _epoch(row) < resume_from]
     if len(kept) == len(rows):
         return
-    temporary = path.with_name(".history.csv.tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(temporary, path)
 
 
 def _epoch(row: dict[str, str]) -> int:

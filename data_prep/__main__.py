@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from common.cli import run_command
+from common.cli import add_subcommand, call_with_flags, run_command
 from data_prep import phantoms, splits
 from data_prep.adapters import dataset_names, open_dataset
 from data_prep.adapters.base import DatasetAdapter
@@ -58,16 +57,12 @@ def _split_rows(adapter: DatasetAdapter) -> list[splits.SplitRow]:
 def _split(args: argparse.Namespace) -> None:
     adapter = _open(args.dataset, args.path)
     rows = _split_rows(adapter)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        if args.folds:
-            test = 0.0 if args.test is None else args.test
-            table = splits.kfold_split(rows, folds=args.folds, test=test, seed=args.seed)
-        else:
-            test = 0.15 if args.test is None else args.test
-            table = splits.patient_split(rows, val=args.val, test=test, seed=args.seed)
-    for warning in caught:
-        print(f"warning: {warning.message}", file=sys.stderr)
+    if args.folds:
+        test = 0.0 if args.test is None else args.test
+        table = splits.kfold_split(rows, folds=args.folds, test=test, seed=args.seed)
+    else:
+        test = 0.15 if args.test is None else args.test
+        table = splits.patient_split(rows, val=args.val, test=test, seed=args.seed)
     splits.save_split(table, args.out)
     by = ["split", "fold"] if "fold" in table.columns else ["split"]
     counts = table.groupby([*by, "label"]).size().unstack(fill_value=0)
@@ -77,33 +72,27 @@ def _split(args: argparse.Namespace) -> None:
 
 
 def _phantom(args: argparse.Namespace) -> None:
-    roots = phantoms.generate(
-        args.out_dir,
-        kinds=args.kinds,
-        n_cases=args.cases,
-        seed=args.seed,
-        size=args.size,
-        slices=args.slices,
-        overwrite=args.force,
-        progress=True,
-    )
+    roots = call_with_flags(phantoms.generate, args, progress=True)
     for kind, root in roots.items():
         print(f"SYNTHETIC PHANTOM {kind}: {root}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep", description="Dataset tools.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("list", help="the dataset names adapters exist for").set_defaults(run=_list)
+    add_subcommand(commands, "list", _list, help="the dataset names adapters exist for")
 
-    inspect = commands.add_parser("inspect", help="summarise a dataset: counts, masks, intensities, ids")
+    inspect = add_subcommand(
+        commands, "inspect", _inspect, help="summarise a dataset: counts, masks, intensities, ids"
+    )
     inspect.add_argument("dataset", help="dataset name (see `list`)")
     inspect.add_argument("path", help="the dataset's root folder")
     inspect.add_argument("--split", default=None, help="one publisher split (default: all)")
-    inspect.set_defaults(run=_inspect)
 
-    split = commands.add_parser("split", help="patient-wise stratified train/val/test or k-fold split CSV")
+    split = add_subcommand(
+        commands, "split", _split, help="patient-wise stratified train/val/test or k-fold split CSV"
+    )
     split.add_argument("dataset", help="dataset name (see `list`)")
     split.add_argument("path", help="the dataset's root folder")
     split.add_argument("out", help="output CSV (key, patient_id, label, group_kind, split[, fold])")
@@ -116,22 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     split.add_argument("--folds", type=int, default=0, help="k-fold assignment instead of a val split")
     split.add_argument("--seed", type=int, default=0)
-    split.set_defaults(run=_split)
 
-    phantom = commands.add_parser("phantom", help="write SYNTHETIC phantom datasets in the published layouts")
+    phantom = add_subcommand(
+        commands, "phantom", _phantom, help="write SYNTHETIC phantom datasets in the published layouts"
+    )
     phantom.add_argument("out_dir", help="folder that receives one dataset root per kind")
     phantom.add_argument("--seed", type=int, default=0)
-    phantom.add_argument("--cases", type=int, default=2, help="CT volumes / LIDC patients / X-rays per class")
+    phantom.add_argument(
+        "--cases",
+        dest="n_cases",
+        metavar="CASES",
+        type=int,
+        default=2,
+        help="CT volumes / LIDC patients / X-rays per class",
+    )
     phantom.add_argument("--size", type=int, default=None, help="in-plane pixels (default 128 CT, 256 X-ray)")
     phantom.add_argument("--slices", type=int, default=32, help="axial slices per CT volume")
     phantom.add_argument("--kinds", nargs="+", default=list(phantoms.KINDS), choices=phantoms.KINDS)
-    phantom.add_argument("--force", action="store_true", help="replace existing phantom roots")
-    phantom.set_defaults(run=_phantom)
+    phantom.add_argument(
+        "--force", dest="overwrite", action="store_true", help="replace existing phantom roots"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_command(build_parser(), lambda args: args.run(args), None if argv is None else list(argv))
+    return run_command(_parser(), argv)
 
 
 if __name__ == "__main__":

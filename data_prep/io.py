@@ -16,8 +16,6 @@ shapes, intensity kinds, and cutting a `Volume` into display-oriented slice `Rec
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,6 +28,7 @@ import numpy as np
 import pandas as pd
 from nibabel import orientations
 
+from common.atomic import atomic_path
 from data_prep.errors import DataError
 from data_prep.records import Record, Volume
 
@@ -165,14 +164,8 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray) -> None
     image = nib.Nifti1Image(array.astype(np.uint8) if array.dtype == np.bool_ else array, affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(handle)
-    try:
+    with atomic_path(path, suffix=suffix) as temporary:
         nib.save(image, temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def write_nifti_like(path: str | Path, canonical: np.ndarray, scan: NiftiScan) -> None:

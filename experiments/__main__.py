@@ -8,10 +8,11 @@ TensorFlow's log lines). `list`, `--help` and argument errors do not import Tens
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from common.cli import run_command
+from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_subcommand, run_command
 from data_prep.errors import DataError
 from common.config import STRATEGIES
 
@@ -21,9 +22,9 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="every named experiment with its paper and row")
+    add_subcommand(commands, "list", _list, help="every named experiment with its paper and row")
 
-    run = commands.add_parser("run", help="run one named experiment (one results-table row)")
+    run = add_subcommand(commands, "run", _run, help="run one named experiment (one results-table row)")
     run.add_argument("name", help="an experiment name from `list`, or a YAML file")
     run.add_argument(
         "--data-dir",
@@ -66,8 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set training.epochs=2 (repeatable)",
     )
 
-    reproduce = commands.add_parser(
+    reproduce = add_subcommand(
+        commands,
         "reproduce",
+        _reproduce,
         help="run every row but the demo in sequence (skipping those with a record) into results/",
     )
     reproduce.add_argument(
@@ -80,19 +83,29 @@ def _parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=Path("results"), help="records folder (default: ./results)"
     )
 
-    table = commands.add_parser("table", help="results tables from run folders beside the published numbers")
+    table = add_subcommand(
+        commands, "table", _table, help="results tables from run folders beside the published numbers"
+    )
     table.add_argument("--runs", type=Path, default=Path("runs"))
     table.add_argument("--format", choices=("md", "csv", "latex"), default="md")
     table.add_argument("--plot", type=Path, default=None, help="also write a comparison plot (PNG)")
 
-    record = commands.add_parser(
-        "record", help="copy a finished run's record (no model weights) into results/ for committing"
+    record = add_subcommand(
+        commands,
+        "record",
+        _record,
+        help="copy a finished run's record (no model weights) into results/ for committing",
     )
     record.add_argument("run_dir", type=Path, help="a run folder, e.g. runs/<name>/latest")
-    record.add_argument("--into", type=Path, default=Path("results"), help="records folder (default: ./results)")
+    record.add_argument(
+        "--into", type=Path, default=Path("results"), help="records folder (default: ./results)"
+    )
 
-    report = commands.add_parser(
-        "report", help="lung and infection report of CT scans (NIfTI or DICOM), one folder each + cohort.csv"
+    report = add_subcommand(
+        commands,
+        "report",
+        _report,
+        help="lung and infection report of CT scans (NIfTI or DICOM), one folder each + cohort.csv",
     )
     report.add_argument(
         "scans", nargs="+", help="NIfTI files, DICOM series folders, folders of them, or glob patterns"
@@ -114,31 +127,35 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", type=Path, required=True, help="cohort folder: <scan>/ and cohort.csv")
 
-    bench = commands.add_parser("bench", help="one performance table: input pipeline, training, predict, streams")
+    bench = add_subcommand(
+        commands, "bench", _bench, help="one performance table: input pipeline, training, predict, streams"
+    )
     bench.add_argument("--quick", action="store_true", help="small inputs and models (a smoke test, < 2 min)")
     bench.add_argument("--data-dir", type=Path, default=None, help="datasets root (as for run)")
     bench.add_argument("--out", type=Path, default=None, help="also write the markdown table to this file")
 
     from experiments.pipelines.pretrain_args import add_pretrain_parser
 
-    add_pretrain_parser(commands)
+    add_pretrain_parser(commands).set_defaults(handler=_pretrain)  # its parser is the pipeline's
     return parser
 
 
-def _list() -> int:
+def _data_dir(args: argparse.Namespace) -> Path:
+    """--data-dir, else $COVID_DATA_DIR, else `DEFAULT_DATA_DIR`."""
+    return args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def _list(args: argparse.Namespace) -> None:
     from experiments.registry import get_experiment, list_experiments
 
     configs = [get_experiment(name) for name in list_experiments()]
     print("\n".join(f"{config.name:40s} {config.paper:8s} {config.row}" for config in configs))
-    return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    import os
-
+def _run(args: argparse.Namespace) -> None:
     from experiments.run_start import check_run
 
-    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir = _data_dir(args)
     check_run(args.name, args.out, data_dir, args.overrides, args.scale, args.resume)  # before TensorFlow
     from experiments.runner import run_experiment
 
@@ -154,23 +171,20 @@ def _run(args: argparse.Namespace) -> int:
         scale=args.scale,
     )
     print(f"run folder: {run_dir}")
-    return 0
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """Exit status 0 when every selected row has a record, 1 when any failed."""
-    import os
-
+    """Exit status 0 when every selected row has a record, `EXIT_FAILED` when any failed."""
     from experiments.reproduce import reproduce
 
-    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir = _data_dir(args)
     results = reproduce(args.scale, data_dir, args.out, args.results, args.only)
     failed = [result.name for result in results if result.status == "FAILED"]
     print(f"{len(results) - len(failed)} of {len(results)} row(s) have a record in {args.results}")
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
-def _table(args: argparse.Namespace) -> int:
+def _table(args: argparse.Namespace) -> None:
     from experiments.tables import build_table, format_table, plot_table
 
     table = build_table(args.runs)
@@ -179,18 +193,17 @@ def _table(args: argparse.Namespace) -> int:
     print(format_table(table, args.format), end="")
     if args.plot:
         plot_table(table, args.plot)
-    return 0
 
 
-def _record(args: argparse.Namespace) -> int:
+def _record(args: argparse.Namespace) -> None:
     from experiments.run_folder import export_record
 
     print(f"record: {export_record(args.run_dir, args.into)}")
-    return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Exit status 0 when every scan was reported (or already done), 2 when any failed."""
+    """Exit status 0 when every scan was reported (or already done), `EXIT_BAD_INPUT` when any failed
+    (each failure printed its `error:` line)."""
     from experiments.pipelines.report import load_models
     from experiments.pipelines.report_cohort import find_scans, run_cohort
 
@@ -207,16 +220,13 @@ def _report(args: argparse.Namespace) -> int:
         f"{len(scans)} scan(s): {len(scans) - result.failed - result.skipped} reported, "
         f"{result.skipped} already done, {result.failed} failed; {args.out / 'cohort.csv'}"
     )
-    return 2 if result.failed else 0
+    return EXIT_BAD_INPUT if result.failed else EXIT_OK
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import os
-
     from experiments.bench import bench_command
 
-    data_dir = args.data_dir or Path(os.environ.get("COVID_DATA_DIR", DEFAULT_DATA_DIR))
-    return bench_command(data_dir, args.quick, args.out)
+    return bench_command(_data_dir(args), args.quick, args.out)
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -226,17 +236,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    handlers = {
-        "list": lambda args: _list(),
-        "run": _run,
-        "reproduce": _reproduce,
-        "table": _table,
-        "record": _record,
-        "report": _report,
-        "pretrain-nodule": _pretrain,
-        "bench": _bench,
-    }
-    return run_command(_parser(), lambda args: handlers[args.command](args), argv)
+    return run_command(_parser(), argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

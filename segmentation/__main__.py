@@ -17,9 +17,9 @@ import argparse
 import sys
 from typing import Any
 
-from common.cli import run_command
-from common.shard_checks import verify_shards
 from common.atomic import staged_folder
+from common.cli import add_subcommand, call_with_flags, run_command
+from common.shard_checks import verify_shards
 
 TRAIN_FLAGS = {  # flag -> (config tree key, type, help)
     "--data": ("data.tfrecords", str, "TFRecord directory (python -m tfrecords write)"),
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m segmentation", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model on a TFRecord directory")
+    train = add_subcommand(commands, "train", _train, help="train a model on a TFRecord directory")
     train.add_argument("--config", help="YAML config tree (common.config.TaskConfig: data, model, training, ...)")
     train.add_argument("--run-dir", required=True, help="run folder (resumed when it exists)")
     for flag, (key, kind, text) in TRAIN_FLAGS.items():
@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         "--multiclass", action="store_true", default=None, help="softmax over background + masks"
     )
 
-    evaluate = commands.add_parser("evaluate", help="metrics.json, CSVs and overlays on one split")
+    evaluate = add_subcommand(
+        commands, "evaluate", _evaluate, help="metrics.json, CSVs and overlays on one split"
+    )
     evaluate.add_argument("model", help="a .keras model (its run folder's config.json is read)")
     evaluate.add_argument("data", help="TFRecord directory")
     evaluate.add_argument("out_dir", help="output folder")
@@ -69,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="pixel size in mm at the model input size; HD95 and NSD are then in mm",
     )
 
-    predict = commands.add_parser("predict", help="segment PNG/JPEG images or NIfTI volumes")
+    predict = add_subcommand(commands, "predict", _predict, help="segment PNG/JPEG images or NIfTI volumes")
     predict.add_argument("model", help="a .keras model (its run folder's config.json is read)")
     predict.add_argument("input", help="an image, a NIfTI file, or a folder of them")
     predict.add_argument("out_dir", help="output folder")
@@ -82,8 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         help="NIfTI slices: display orientation of the RAS+ volume (default) or the file's array[:, :, k]",
     )
 
-    volumes = commands.add_parser(
-        "evaluate-volumes", help="3-D Dice, NSD, HD95, volumes on a folder of NIfTI volumes with masks"
+    volumes = add_subcommand(
+        commands,
+        "evaluate-volumes",
+        _evaluate_volumes,
+        help="3-D Dice, NSD, HD95, volumes on a folder of NIfTI volumes with masks",
     )
     volumes.add_argument("model", help="a .keras model (its run folder's config.json is read)")
     volumes.add_argument("--images", required=True, help="folder of NIfTI images")
@@ -98,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
 
     for command in (evaluate, predict):
         command.add_argument("--batch-size", type=int, default=8)
-        command.add_argument("--tta", nargs="*", default=[], choices=["lr", "ud"], help="flip averaging")
+        command.add_argument(
+            "--tta", dest="tta_flips", nargs="*", default=[], choices=["lr", "ud"], help="flip averaging"
+        )
     for command in (train, evaluate):
         command.add_argument(
             "--no-verify",
@@ -135,17 +142,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     segmenter = load_segmenter(args.model, args.threshold)
     if not args.no_verify:
         print(verify_shards([args.data], [args.split, args.val_split]))
-    report = evaluate_segmenter(
-        segmenter,
-        args.data,
-        args.out_dir,
-        split=args.split,
-        val_split=args.val_split,
-        batch_size=args.batch_size,
-        tta_flips=args.tta,
-        nsd_tolerance=args.nsd_tolerance,
-        pixel_spacing_mm=tuple(args.pixel_spacing_mm) if args.pixel_spacing_mm else None,
-    )
+    spacing = tuple(args.pixel_spacing_mm) if args.pixel_spacing_mm else None
+    report = call_with_flags(evaluate_segmenter, args, segmenter, pixel_spacing_mm=spacing)
     for name, values in report["masks"].items():
         dice = values["dice"]
         print(
@@ -162,25 +160,18 @@ def _predict(args: argparse.Namespace) -> None:
 
     segmenter = load_segmenter(args.model, args.threshold, args.preprocess)
     with staged_folder(args.out_dir) as staging:  # a bad input anywhere in a folder: nothing written
-        written = predict_path(segmenter, args.input, staging, args.batch_size, args.tta, args.orientation)
+        written = predict_path(
+            segmenter, args.input, staging, args.batch_size, args.tta_flips, args.orientation
+        )
     print(f"wrote {len(written)} file(s) to {args.out_dir}")
 
 
 def _evaluate_volumes(args: argparse.Namespace) -> None:
     from segmentation.volume_eval import evaluate_volume_folder, parse_label_values
 
-    summary = evaluate_volume_folder(
-        args.model,
-        args.images,
-        args.labels,
-        args.out,
-        channel=args.channel,
-        label_values=parse_label_values(args.label_values),
-        tolerance_mm=args.tolerance_mm,
-        orientation=args.orientation,
-        batch_size=args.batch_size,
-        worst=args.worst,
-    )
+    label_values = parse_label_values(args.label_values)
+    leading = (args.model, args.images, args.labels, args.out)
+    summary = call_with_flags(evaluate_volume_folder, args, *leading, label_values=label_values)
     dice, nsd = summary["metrics"]["dice"], summary["metrics"]["nsd"]
     print(
         f"{summary['channel']}: 3-D Dice {dice['mean']:.4f} (median {dice['median']:.4f}), "
@@ -189,13 +180,7 @@ def _evaluate_volumes(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    commands = {
-        "train": _train,
-        "evaluate": _evaluate,
-        "predict": _predict,
-        "evaluate-volumes": _evaluate_volumes,
-    }
-    return run_command(_parser(), lambda args: commands[args.command](args), argv)
+    return run_command(_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 import keras
 
+from common.atomic import atomic_write_json
 from common.model_files import load_model_file, require_output_rank
 from data_prep.ct_recipe import CTRecipe, recipe_from_config
 from data_prep.errors import DataError
@@ -116,10 +117,7 @@ def write_bundle(
         "training_data": training_data,
     }
     path = model_path.with_name(BUNDLE_NAME)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(values, indent=2, default=str))
-    os.replace(temporary, path)
-    return path
+    return atomic_write_json(path, values, default=str)
 
 
 def read_bundle(model_path: str | Path) -> dict[str, Any] | None:

@@ -27,11 +27,13 @@ import keras
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_write_bytes
 from common.bootstrap import bootstrap_ci
 from segmentation import metrics
-from segmentation.predict import Segmenter, predict_probs, write_bytes_atomic, write_png
+from segmentation.predict import Segmenter, predict_probs, write_png
 from segmentation.thresholds import FIXED, ThresholdChoice, ThresholdSplitError, choose_threshold, plot_choice
 from tfrecords.manifest import load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset
 
 DEFINITIONS = {
@@ -81,8 +83,7 @@ def predict_split(
 ) -> SplitPredictions:
     """Runs `model` over `split` of a TFRecord directory in a fixed order."""
     height, width, channels = model.input_shape[1:]
-    dataset = make_dataset(
-        data,
+    read = ReadConfig(
         split,
         task="segmentation",
         batch_size=batch_size,
@@ -92,6 +93,7 @@ def predict_split(
         mask_names=mask_names,
         with_meta=True,
     )
+    dataset = make_dataset(data, read)
     images, masks, keys, patients = [], [], [], []
     for image, mask, meta in dataset.as_numpy_iterator():
         images.append(image)
@@ -237,7 +239,7 @@ def _write_overlays(
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    return write_bytes_atomic(path, frame.to_csv(index=False).encode())
+    return atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
 def evaluate_predictions(
@@ -320,7 +322,7 @@ def evaluate_predictions(
     _write_csv(out_dir / "per_image.csv", per_image)
     _write_csv(out_dir / "per_case.csv", per_case)
     text = json.dumps(report, indent=2, default=float)
-    write_bytes_atomic(out_dir / "metrics.json", text.encode())
+    atomic_write_bytes(out_dir / "metrics.json", text.encode())
     return json.loads(text)
 
 

@@ -22,8 +22,6 @@ Outputs (written atomically)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import keras
 import numpy as np
 
 import segmentation.models  # noqa: F401  (registers the models' custom layers for loading)
+from common.atomic import atomic_write_bytes
 from common.model_input import model_input
 from data_prep import preprocess
 from data_prep.ct_recipe import LungPredictor, model_inputs, paste_box
@@ -103,7 +102,9 @@ def segmenter_inputs(
         return np.stack(inputs), [(0, image.shape[0], 0, image.shape[1]) for image in slices]
     kinds = [intensity or intensity_kind(image) for image in slices]
     if len(set(kinds)) > 1:
-        return _stacked([segmenter_inputs(segmenter, [s], k, path) for s, k in zip(slices, kinds, strict=True)])
+        return _stacked(
+            [segmenter_inputs(segmenter, [s], k, path) for s, k in zip(slices, kinds, strict=True)]
+        )
     kind = kinds[0]
     images = [as_intensity(image, kind) for image in slices]
     lungs = lung_predictor(segmenter.lung)(images, kind) if segmenter.recipe.crop == "model" else None
@@ -131,7 +132,9 @@ def slice_probabilities(
         outside[0] = 1.0  # background
     restored = []
     for prob, (y0, y1, x0, x1), image in zip(probs, boxes, slices, strict=True):
-        restored.append(paste_box(_resize_probs(prob, (y1 - y0, x1 - x0)), (y0, y1, x0, x1), image.shape[:2], outside))
+        restored.append(
+            paste_box(_resize_probs(prob, (y1 - y0, x1 - x0)), (y0, y1, x0, x1), image.shape[:2], outside)
+        )
     return restored
 
 
@@ -171,25 +174,12 @@ def _resize_probs(probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized.reshape(*size, probs.shape[-1])
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_png(path: Path, image: np.ndarray) -> Path:
     """uint8 (H, W) or (H, W, 3) BGR -> PNG file, atomically."""
     ok, encoded = cv2.imencode(".png", image)
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed for an array of shape {image.shape}")
-    return write_bytes_atomic(path, encoded.tobytes())
+    return atomic_write_bytes(path, encoded.tobytes())
 
 
 def _output_names(stem: str, segmenter: Segmenter, suffix: str) -> list[str]:
@@ -246,25 +236,17 @@ def volume_probabilities(
     return np.stack([from_display(prob) if display else prob for prob in probs], axis=2)
 
 
-def predict_volume(
+def _predict_volume(
     segmenter: Segmenter,
-    path: str | Path,
+    path: Path,
     out_dir: str | Path,
-    batch_size: int = 8,
-    tta_flips: Sequence[str] = (),
-    orientation: str = "display",
+    batch_size: int,
+    tta_flips: Sequence[str],
+    display: bool,
 ) -> list[Path]:
     """Segments a NIfTI volume slice by slice (batched); writes masks aligned to the input file.
-
-    orientation: "display" (default) feeds the axial slices of the canonical RAS+ volume in display
-    orientation (`data_prep.io.to_display`), as the 2D training records are. "stored" feeds
-    `array[:, :, k]` of the file's own voxel order unchanged, for files whose affine is a placeholder
-    (e.g. the re-stacked Zenodo slices, whose `array[:, :, k]` is the original PNG).
-    """
-    if orientation not in ORIENTATIONS:
-        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    display: the slices as `predict_path`'s orientation "display" (True) or "stored" (False) gives them."""
     scan = read_nifti(path)
-    display = orientation == "display"
     volume = scan.array if display else to_source_orientation(scan.array, scan.source_affine)
     if volume.ndim != 3:
         raise DataError(path, f"expected a 3D volume, got shape {scan.source_shape}")
@@ -294,7 +276,17 @@ def predict_path(
     tta_flips: Sequence[str] = (),
     orientation: str = "display",
 ) -> list[Path]:
-    """Dispatches on the input: a NIfTI file, a folder (images and/or NIfTI files) or one image file."""
+    """Segments the input: a NIfTI file, a folder (images and/or NIfTI files) or one image file; returns
+    the written masks (PNGs beside 2D images' names, NIfTI masks aligned to each volume's file).
+
+    orientation (volumes): "display" (default) feeds the axial slices of the canonical RAS+ volume in
+    display orientation (`data_prep.io.to_display`), as the 2D training records are. "stored" feeds
+    `array[:, :, k]` of the file's own voxel order unchanged, for files whose affine is a placeholder
+    (e.g. the re-stacked Zenodo slices, whose `array[:, :, k]` is the original PNG).
+    """
+    if orientation not in ORIENTATIONS:
+        raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+    display = orientation == "display"
     input_path = Path(input_path)
     if input_path.is_dir():
         files = list_image_files(input_path)
@@ -302,10 +294,10 @@ def predict_path(
         images = [p for p in files if not p.name.endswith(NIFTI_SUFFIXES)]
         written = predict_images(segmenter, images, out_dir, batch_size, tta_flips) if images else []
         for volume in volumes:
-            written += predict_volume(segmenter, volume, out_dir, batch_size, tta_flips, orientation)
+            written += _predict_volume(segmenter, volume, out_dir, batch_size, tta_flips, display)
         return written
     if not input_path.is_file():
         raise DataError(input_path, "no such file or folder")
     if input_path.name.endswith(NIFTI_SUFFIXES):
-        return predict_volume(segmenter, input_path, out_dir, batch_size, tta_flips, orientation)
+        return _predict_volume(segmenter, input_path, out_dir, batch_size, tta_flips, display)
     return predict_images(segmenter, [input_path], out_dir, batch_size, tta_flips)

@@ -30,6 +30,7 @@ from segmentation.metrics import DiceCoefficient, IoUScore
 from segmentation.models import build_segmenter
 from tfrecords.augment import AugmentConfig
 from tfrecords.manifest import load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset
 
 
@@ -82,8 +83,7 @@ def make_split_dataset(config: TaskConfig, split: str, training: bool) -> tf.dat
     augmented when `training`, in a fixed order otherwise."""
     data = config.data
     augment = AugmentConfig(**data.augment) if training and data.augment else None
-    dataset = make_dataset(
-        tfrecord_folder(config),
+    read = ReadConfig(
         split,
         task="segmentation",
         batch_size=data.batch_size,
@@ -97,6 +97,7 @@ def make_split_dataset(config: TaskConfig, split: str, training: bool) -> tf.dat
         mask_names=tuple(data.mask_names or ("infection",)),
         repeat=training and data.steps_per_epoch is not None,
     )
+    dataset = make_dataset(tfrecord_folder(config), read)
     if config.model.multiclass:
         dataset = dataset.map(lambda image, masks: (image, to_class_ids(masks)))
     return dataset

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.cli import run_command
+from common.cli import add_subcommand, call_with_flags, run_command
 from data_prep.adapters import dataset_names
 from tfrecords.schema import ENCODINGS
 from tfrecords.spec import __doc__ as SPEC_HELP
@@ -21,8 +21,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m tfrecords", description="Sharded TFRecords with a manifest."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    write = commands.add_parser(
+    write = add_subcommand(
+        commands,
         "write",
+        _write,
         help="preprocess a dataset once and write it as sharded TFRecords",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=SPEC_HELP,
@@ -48,24 +50,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _write(args: argparse.Namespace) -> None:
-    manifest = write_dataset(
-        args.dataset,
-        args.raw_dir,
-        args.out_dir,
-        preprocess=args.preprocess,
-        split_file=args.split_file,
-        shards=args.shards,
-        image_size=args.image_size,
-        encoding=args.encoding,
-        compression=args.compression,
-        seed=args.seed,
-    )
+    manifest = call_with_flags(write_dataset, args)
     counts = ", ".join(f"{name} {info.count}" for name, info in manifest.splits.items())
     print(f"wrote {args.out_dir}: {counts} records ({manifest.split_source} split)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(_parser(), _write, argv)
+    return run_command(_parser(), argv)
 
 
 if __name__ == "__main__":

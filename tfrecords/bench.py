@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.phantoms import generate
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset, read_examples
 from tfrecords.writer import write_dataset
 
@@ -135,10 +136,10 @@ def measure_pipeline(
     datasets = {"tf.data from the image files": _files_dataset(paths, size, batch_size)}
     for name in TIMED_STORAGES:
         datasets[f"TFRecord {name}, first pass"] = make_dataset(
-            outs[name], SPLIT, "classification", batch_size
+            outs[name], ReadConfig(SPLIT, "classification", batch_size)
         )
     datasets["TFRecord raw, cached"] = make_dataset(
-        outs["raw"], SPLIT, "classification", batch_size, cache=True
+        outs["raw"], ReadConfig(SPLIT, "classification", batch_size, cache=True)
     )
     passes = {name: functools.partial(_dataset_pass, dataset) for name, dataset in datasets.items()}
     passes["cv2 loop (seed notebooks)"] = functools.partial(_loop_pass, lambda: _notebook_loop(paths, size))

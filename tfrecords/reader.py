@@ -9,7 +9,7 @@ in shard order) and tf.data autotuning is off (it stalls iterator teardown; see 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,9 @@ from tfrecords import schema
 from tfrecords.augment import AugmentConfig
 from tfrecords.augment import augment as augment_example
 from tfrecords.manifest import Manifest, load_manifest, sha256_file
+from tfrecords.read_config import TASKS, ReadConfig
 from tfrecords.scaling import scale_input, scaling_mode
 
-TASKS = ("classification", "multilabel", "segmentation")
 META_FIELDS = ("key", "patient_id", "modality", "source", "path")
 _MAX_SHUFFLE_BUFFER = 10_000
 _PARALLEL_CALLS_DETERMINISTIC = 2
@@ -50,16 +50,10 @@ def check_shards(manifest: Manifest, split: str, verify_checksums: bool = False)
 
 
 def _validate_request(
-    manifest: Manifest,
-    split: str,
-    task: str,
-    mask_names: Sequence[str] | None,
-    label_names: Sequence[str] | None,
-    image_size: int | tuple[int, int] | None,
-    channels: int,
-    mode: str | None,
+    manifest: Manifest, config: ReadConfig, mode: str | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Checks the request against the manifest; returns the (mask names, label names) to use."""
+    """Checks `config` against the manifest; returns the (mask names, label names) to use."""
+    split, task, channels = config.split, config.task, config.channels
     info = manifest.split(split)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
@@ -67,10 +61,10 @@ def _validate_request(
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if mode in ("caffe", "torch") and channels != 3:
         raise ValueError(f"input scaling mode {mode!r} needs channels=3")
-    if image_size is None and manifest.image_height is None:
+    if config.image_size is None and manifest.image_height is None:
         raise ValueError(f"{manifest.directory}: stored images differ in size; pass image_size to batch them")
-    masks = tuple(manifest.mask_names if mask_names is None else mask_names)
-    labels = tuple(manifest.label_names if label_names is None else label_names)
+    masks = tuple(manifest.mask_names if config.mask_names is None else config.mask_names)
+    labels = tuple(manifest.label_names if config.label_names is None else config.label_names)
     unknown_labels = sorted(set(labels) - set(manifest.label_names))
     if unknown_labels:
         raise ValueError(f"labels {unknown_labels} are not in the manifest's {list(manifest.label_names)}")
@@ -88,103 +82,91 @@ def _validate_request(
             raise ValueError(f"{manifest.directory}: a multi-label set; use task='multilabel'")
         if sum(info.class_counts.values()) != info.count:
             raise ValueError(f"{split}: some records have no class label; classification needs one each")
-        if label_names is not None and labels != manifest.label_names:
+        if config.label_names is not None and labels != manifest.label_names:
             raise ValueError("classification uses all manifest labels in manifest order; omit label_names")
     if task == "multilabel" and not labels:
         raise ValueError(f"{manifest.directory}: multilabel needs label names; the manifest has none")
     return masks, labels
 
 
-def _as_size(image_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
-    if image_size is None or isinstance(image_size, tuple):
-        return image_size
-    return (image_size, image_size)
-
-
 def make_dataset(
     manifest_or_dir: str | Path | Manifest,
-    split: str,
-    task: str,
-    batch_size: int,
-    image_size: int | tuple[int, int] | None = None,
-    augment: AugmentConfig | None = None,
-    shuffle: bool = False,
-    cache: bool | str = False,
-    seed: int = 0,
-    deterministic: bool = False,
-    channels: int = 1,
-    input_scaling: str | None = None,
-    mask_names: Sequence[str] | None = None,
-    label_names: Sequence[str] | None = None,
-    repeat: bool = False,
-    verify_checksums: bool = False,
-    with_meta: bool = False,
-    one_hot: bool = False,
+    config: ReadConfig,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """Batches of (image, target) or, with `with_meta`, (image, target, meta) for one split.
+    """Batches of (image, target) or, with `config.with_meta`, (image, target, meta) for one split.
 
     image: (B, H, W, channels) float32 in [0, 1] (16-bit stores: value / 65535), or `input_scaling`
     applied (a backbone like "resnet50", a family like "densenet" or a mode, see `tfrecords.scaling`).
     target: classification -> (B,) int32 label index, or (B, classes) float32 with `one_hot`;
     multilabel -> (B, len(label_names)) float32 multi-hot; segmentation -> (B, H, W, K) float32 {0, 1}
-    for the K `mask_names` (default: all of the manifest's).
-    meta: name -> (B,) string for `META_FIELDS`.
-    image_size: N or (H, W) pixels; images are resized bilinearly, masks by nearest neighbour.
-    cache: True keeps decoded examples (integer pixels, before augmentation) in memory; a path caches
-    them to files with that prefix.
-    shuffle: over the whole split (at most 10,000 examples), after sharding and cache, reshuffled each
-    epoch from `seed`. augment: applied after the cache with stateless seeds drawn from `seed`: other
-    transforms every epoch, the same ones in every run.
-    deterministic: fixed order and tf.data autotuning off (for tests and exact reruns).
-    verify_checksums: hash every shard against the manifest first (byte sizes are always checked).
+    for the K `mask_names`. meta: name -> (B,) string for `META_FIELDS`. See `ReadConfig`.
     input_context: from `strategy.distribute_datasets_from_function`; this pipeline then reads only its
     share of the shard files and batches `input_context.get_per_replica_batch_size(batch_size)`.
     """
     manifest = load_manifest(manifest_or_dir)
-    mode = scaling_mode(input_scaling)
-    masks, labels = _validate_request(
-        manifest, split, task, mask_names, label_names, image_size, channels, mode
-    )
-    paths = check_shards(manifest, split, verify_checksums)
-    size = _as_size(image_size)
-    decode = _decoder(manifest, task, masks, labels, size, one_hot)
-    parallel = _PARALLEL_CALLS_DETERMINISTIC if deterministic else tf.data.AUTOTUNE
-
+    mode = scaling_mode(config.input_scaling)
+    masks, labels = _validate_request(manifest, config, mode)
+    paths = check_shards(manifest, config.split, config.verify_checksums)
+    batch_size = config.batch_size
     files = tf.data.Dataset.from_tensor_slices([str(path) for path in paths])
     if input_context is not None:
-        if len(paths) < input_context.num_input_pipelines:
-            raise ValueError(
-                f"{split} has {len(paths)} shard(s), fewer than the {input_context.num_input_pipelines} "
-                "input pipelines; write it with more shards (--shards)"
-            )
-        files = files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        files = _worker_share(files, len(paths), config.split, input_context)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    dataset = _read_records(files, len(paths), deterministic, manifest.compression).map(
-        decode, num_parallel_calls=parallel, deterministic=deterministic
+    decode = _decoder(manifest, config.task, masks, labels, config.size, config.one_hot)
+    dataset = _read_records(files, len(paths), config.deterministic, manifest.compression).map(
+        decode, num_parallel_calls=_parallel_calls(config), deterministic=config.deterministic
     )
-    if cache:
-        dataset = dataset.cache("" if cache is True else str(cache))
-    if shuffle:
-        buffer = min(manifest.split(split).count, _MAX_SHUFFLE_BUFFER)
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+    dataset = _preprocessed(dataset, manifest, config, mode)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE if not config.deterministic else 2)
+    return dataset.with_options(_options(config.deterministic, sharded=input_context is not None))
+
+
+def _parallel_calls(config: ReadConfig) -> int:
+    return _PARALLEL_CALLS_DETERMINISTIC if config.deterministic else tf.data.AUTOTUNE
+
+
+def _worker_share(
+    files: tf.data.Dataset, count: int, split: str, input_context: tf.distribute.InputContext
+) -> tf.data.Dataset:
+    """This input pipeline's share of the `count` shard `files`."""
+    if count < input_context.num_input_pipelines:
+        raise ValueError(
+            f"{split} has {count} shard(s), fewer than the {input_context.num_input_pipelines} "
+            "input pipelines; write it with more shards (--shards)"
+        )
+    return files.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+
+
+def _preprocessed(
+    dataset: tf.data.Dataset, manifest: Manifest, config: ReadConfig, mode: str | None
+) -> tf.data.Dataset:
+    """Decoded examples -> (image, target[, meta]) model inputs: cache, shuffle, repeat, then `_finish`
+    (with a (2,) stateless augmentation seed per example when augmenting)."""
+    if config.cache:
+        dataset = dataset.cache("" if config.cache is True else str(config.cache))
+    if config.shuffle:
+        buffer = min(manifest.split(config.split).count, _MAX_SHUFFLE_BUFFER)
+        dataset = dataset.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
+    if config.repeat:
         dataset = dataset.repeat()
-    image_max = float(np.iinfo(manifest.image_dtype).max)
     finish = functools.partial(
-        _finish, augment=augment, image_max=image_max, channels=channels, mode=mode, with_meta=with_meta
+        _finish,
+        augment=config.augment,
+        image_max=float(np.iinfo(manifest.image_dtype).max),
+        channels=config.channels,
+        mode=mode,
+        with_meta=config.with_meta,
     )
-    if augment is None:
-        dataset = dataset.map(
+    parallel, deterministic = _parallel_calls(config), config.deterministic
+    if config.augment is None:
+        return dataset.map(
             lambda example: finish(example, None), num_parallel_calls=parallel, deterministic=deterministic
         )
-    else:
-        keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, keys).map(
-            finish, num_parallel_calls=parallel, deterministic=deterministic
-        )
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE if not deterministic else 2)
-    return dataset.with_options(_options(deterministic, sharded=input_context is not None))
+    keys = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, keys).map(
+        finish, num_parallel_calls=parallel, deterministic=deterministic
+    )
 
 
 def _read_records(

@@ -17,6 +17,7 @@ from classification.data import ClassificationInputs
 from common.config import DataConfig, ModelConfig, TaskConfig
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.records import Record
+from tests.records import ct_slice
 from tfrecords.writer import write_dataset
 
 SIZE = 16
@@ -108,15 +109,14 @@ def manifestation_records(count: int = 40) -> list[Record]:
             consolidation[8:12, 8:12] = 1
         masks = {"ggo": ggo, "consolidation": consolidation, "effusion": np.zeros((SIZE, SIZE), np.uint8)}
         image = (50 + 100 * ggo + 180 * consolidation).astype(np.uint8)
+        labels = tuple(name for name in ("ggo", "consolidation") if masks[name].any())
         records.append(
-            Record(
-                key=f"slice{index:03d}",
-                image=image,
-                modality="ct",
-                intensity="display",
-                path=f"/raw/slices/{index:03d}.png",
+            ct_slice(
+                f"slice{index:03d}",
+                image,
+                f"/raw/slices/{index:03d}.png",
                 masks=masks,
-                labels=tuple(name for name in ("ggo", "consolidation") if masks[name].any()),
+                labels=labels,
                 patient_id=f"p{index // 2}",
                 source="tiny-medseg",
                 split=SPLITS[(index // 2) % len(SPLITS)],

@@ -9,16 +9,16 @@ import sys
 
 import pytest
 
-from common.cli import run_command, user_error_message
+from common.cli import add_subcommand, call_with_flags, run_command, user_error_message
 from data_prep.errors import DataError
 from experiments.config import ConfigError, apply_overrides
 from tests.conftest import REPO_ROOT
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(handler) -> argparse.ArgumentParser:
+    """A shell with one sub-command, `go`, that runs `handler`."""
     parser = argparse.ArgumentParser(prog="tool")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("go")
+    add_subcommand(parser.add_subparsers(dest="command", required=True), "go", handler)
     return parser
 
 
@@ -30,13 +30,13 @@ def _fails_with(error: Exception):
 
 
 def test_a_data_error_is_one_line_and_status_2(capsys):
-    assert run_command(_parser(), _fails_with(DataError("/x/scan.nii.gz", "has NaN\nvalues")), ["go"]) == 2
+    assert run_command(_parser(_fails_with(DataError("/x/scan.nii.gz", "has NaN\nvalues"))), ["go"]) == 2
     assert capsys.readouterr().err == "error: /x/scan.nii.gz: has NaN values\n"
 
 
 def test_debug_shows_the_traceback_after_or_before_the_sub_command(capsys):
     for argv in (["go", "--debug"], ["--debug", "go"]):
-        assert run_command(_parser(), _fails_with(DataError("f", "bad")), argv) == 2
+        assert run_command(_parser(_fails_with(DataError("f", "bad"))), argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("Traceback (most recent call last):") and err.endswith("error: f: bad\n")
 
@@ -45,7 +45,7 @@ def test_a_validation_error_raised_by_project_code_is_a_message(capsys):
     def handler(args):
         apply_overrides({}, ["data.image_size=[1"])  # broken YAML in a --set value
 
-    assert run_command(_parser(), handler, ["go"]) == 2
+    assert run_command(_parser(handler), ["go"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --set 'data.image_size=[1': not valid YAML") and err.count("\n") == 1
 
@@ -56,7 +56,7 @@ def test_os_errors_name_their_file(tmp_path, capsys):
     def handler(args):
         too_long.parent.mkdir(parents=True)
 
-    assert run_command(_parser(), handler, ["go"]) == 2
+    assert run_command(_parser(handler), ["go"]) == 2
     assert capsys.readouterr().err == f"error: {too_long.parent}: File name too long\n"
 
 
@@ -68,8 +68,22 @@ def test_warnings_print_as_one_line():
     def handler(args):
         shown.append(warnings.formatwarning("skipped 2\nfiles", UserWarning, "x.py", 3))
 
-    assert run_command(_parser(), handler, ["go"]) == 0
+    assert run_command(_parser(handler), ["go"]) == 0
     assert shown == ["warning: skipped 2 files\n"]
+
+
+def test_the_sub_command_handler_picks_the_exit_status():
+    assert run_command(_parser(lambda args: None), ["go"]) == 0
+    assert run_command(_parser(lambda args: 1), ["go"]) == 1
+
+
+def test_call_with_flags_passes_the_flags_named_like_the_parameters():
+    def write(source, out_dir, shards=8, seed=0, progress=False):
+        return source, out_dir, shards, seed, progress
+
+    args = argparse.Namespace(out_dir="o", shards=2, seed=5, command="write", debug=False)
+    assert call_with_flags(write, args, "s") == ("s", "o", 2, 5, False)
+    assert call_with_flags(write, args, "s", seed=1, progress=True) == ("s", "o", 2, 1, True)
 
 
 def test_permission_and_tensorflow_data_errors_are_messages():
@@ -88,7 +102,7 @@ def test_a_bug_keeps_its_traceback():
         return int("not a number")  # a ValueError raised by a builtin, not by a `raise` of ours
 
     with pytest.raises(ValueError, match="invalid literal"):
-        run_command(_parser(), handler, ["go"])
+        run_command(_parser(handler), ["go"])
     assert user_error_message(ZeroDivisionError("x")) is None
     assert user_error_message(ConfigError("c.yaml: data.image_size: must be > 0")) is None  # not raised
 

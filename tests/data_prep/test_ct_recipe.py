@@ -24,20 +24,14 @@ from data_prep.errors import DataError
 from data_prep.records import Record, Volume
 from segmentation.predict import Segmenter, lung_predictor
 from segmentation.thresholds import ThresholdChoice
+from tests.records import ct_slice
 from tfrecords.spec import PreprocessSpec
 
 
 def record(index: int | None, volume: str | None = "v1", size: int = 32, **fields) -> Record:
     image = np.full((size, size), 0 if index is None else index, np.uint8)
-    return Record(
-        key=f"{volume}/{index}",
-        image=image,
-        modality="ct",
-        intensity="display",
-        path=f"/data/{volume}.nii.gz",
-        volume_id=volume,
-        slice_index=index,
-        **fields,
+    return ct_slice(
+        f"{volume}/{index}", image, f"/data/{volume}.nii.gz", volume_id=volume, slice_index=index, **fields
     )
 
 
@@ -117,14 +111,13 @@ def test_enhance_windows_hu_and_applies_clahe_to_uint8():
 
 def test_training_records_crop_to_their_lung_label_box_then_resize():
     image = np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) % 251
+    lungs = {"lung": lungs_box_mask()}
     slices = [
-        Record(
+        ct_slice(
             f"v/{k}",
             image.astype(np.uint8),
-            "ct",
-            "display",
             "/v.nii.gz",
-            masks={"lung": lungs_box_mask()},
+            masks=lungs,
             split="train",
             volume_id="v",
             slice_index=k,
@@ -143,7 +136,7 @@ def test_training_records_crop_to_their_lung_label_box_then_resize():
 
 def test_training_jitter_grows_the_label_box_by_a_seeded_random_0_to_jitter_pixels():
     lungs = np.pad(lungs_box_mask(), 16)  # rows 26..35, columns 21..40 of 64 x 64
-    slice_record = Record("v/0", np.zeros((64, 64), np.uint8), "ct", "display", "/v", masks={"lung": lungs})
+    slice_record = ct_slice("v/0", np.zeros((64, 64), np.uint8), "/v", masks={"lung": lungs})
     recipe = CTRecipe(crop_margin=2, crop_jitter=5)
     boxes = {jittered_label_box(slice_record, recipe, seed) for seed in range(40)}
     exact = (26 - 2, 36 + 2, 21 - 2, 41 + 2)
@@ -156,17 +149,7 @@ def test_training_jitter_grows_the_label_box_by_a_seeded_random_0_to_jitter_pixe
 
 def test_records_outside_training_never_crop_with_their_labels():
     """Rule "model" without a lung model: a test record cannot fall back on its own lung label."""
-    test_record = Record(
-        "v/0",
-        np.zeros((32, 32), np.uint8),
-        "ct",
-        "display",
-        "/v",
-        masks={"lung": lungs_box_mask()},
-        split="test",
-        volume_id="v",
-        slice_index=0,
-    )
+    test_record = record(0, "v", masks={"lung": lungs_box_mask()}, split="test")
     with pytest.raises(ValueError, match='crop rule "model" needs a lung model'):
         list(apply_recipe([test_record], CTRecipe(keep_fraction=1.0)))
     predicted = np.zeros((32, 32), np.uint8)
@@ -188,17 +171,7 @@ def test_test_inputs_do_not_change_when_test_labels_are_corrupted():
 
     def volume(masks):
         return [
-            Record(
-                f"t/{k}",
-                image,
-                "ct",
-                "display",
-                "/t",
-                masks=masks,
-                split="test",
-                volume_id="t",
-                slice_index=k,
-            )
+            ct_slice(f"t/{k}", image, "/t", masks=masks, split="test", volume_id="t", slice_index=k)
             for k in range(3)
         ]
 
@@ -226,9 +199,7 @@ def threshold_segmenter(input_size: int = 16) -> Segmenter:
 def test_lung_predictor_drives_the_crop_of_records_outside_training():
     image = np.zeros((32, 32), np.uint8)
     image[8:24, 4:20] = 255  # bright 'lung' on even pixel edges: exact through the 16-px model
-    slices = [
-        Record(f"v/{k}", image, "ct", "display", "/v.png", volume_id="v", slice_index=k) for k in range(2)
-    ]
+    slices = [ct_slice(f"v/{k}", image, "/v.png", volume_id="v", slice_index=k) for k in range(2)]
     predict = lung_predictor(threshold_segmenter())
     expected = np.zeros((32, 32), np.uint8)
     expected[8:24, 4:20] = 1

@@ -16,6 +16,7 @@ import numpy as np
 
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.records import Record
+from tests.records import ct_slice
 from tfrecords.writer import write_dataset
 
 SIZE = 32
@@ -31,12 +32,11 @@ def disk_record(index: int, split: str) -> Record:
     lung[max(centre_row - 8, 0) : centre_row + 9, max(centre_col - 8, 0) : centre_col + 9] = 1
     left = (cols < centre_col).astype(np.uint8)
     masks = {"infection": disk, "lung": lung, "ggo": disk * left, "consolidation": disk * (1 - left)}
-    return Record(
-        key=f"{split}/img{index:02d}",
-        image=image,
-        modality="ct",
-        intensity="display",
-        path=f"/synthetic/{split}/img{index:02d}.png",
+    name = f"{split}/img{index:02d}"
+    return ct_slice(
+        name,
+        image,
+        f"/synthetic/{name}.png",
         masks=masks,
         patient_id=f"{split}-p{index // 2}",
         source="synthetic",

@@ -18,6 +18,7 @@ from data_prep.adapters import base
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.errors import DataError
 from data_prep.records import MANIFESTATIONS, Record
+from tests.records import ct_slice
 
 HEIGHT, WIDTH = 10, 14
 
@@ -32,21 +33,10 @@ def make_record(index: int, patient: str, label: str, split: str | None = None, 
         infection = np.zeros((HEIGHT, WIDTH), np.uint8)
         infection[3 : 5 + index % 2, 4:7] = 1
         masks["infection"] = infection
-    fields = dict(
-        key=f"{label}/img{index:02d}",
-        image=image,
-        modality="ct",
-        intensity="display",
-        path=f"/raw/{label}/img{index:02d}.png",
-        masks=masks,
-        labels=(label,),
-        patient_id=patient,
-        source="handmade",
-        split=split,
-        slice_index=index,
-    )
-    fields.update(overrides)
-    return Record(**fields)
+    name = f"{label}/img{index:02d}"
+    fields = dict(masks=masks, labels=(label,), patient_id=patient, source="handmade", split=split)
+    fields |= {"slice_index": index, **overrides}
+    return ct_slice(name, fields.pop("image", image), f"/raw/{name}.png", **fields)
 
 
 def handmade_records(published_split: bool = True) -> list[Record]:

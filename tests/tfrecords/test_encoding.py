@@ -13,6 +13,7 @@ import tensorflow as tf
 from tests.tfrecords.conftest import HEIGHT, WIDTH, handmade_records, make_record, stage
 from tfrecords.__main__ import main
 from tfrecords.manifest import MANIFEST_NAME, load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset, read_examples
 from tfrecords.spec import PreprocessSpec
 from tfrecords.writer import write_dataset
@@ -23,7 +24,10 @@ STORAGES = [("png", ""), ("raw", ""), ("raw", "ZLIB"), ("raw", "GZIP"), ("png", 
 def _train_batches(out: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(images (N, H, W, 1) float32, lung masks (N, H, W, 1), keys) of the train split, in order."""
     dataset = make_dataset(
-        out, "train", "segmentation", batch_size=16, deterministic=True, mask_names=["lung"], with_meta=True
+        out,
+        ReadConfig(
+            "train", "segmentation", batch_size=16, deterministic=True, mask_names=["lung"], with_meta=True
+        ),
     )
     ((images, masks, meta),) = list(dataset.as_numpy_iterator())
     return images, masks, [key.decode() for key in meta["key"]]
@@ -76,7 +80,7 @@ def test_raw_uint16_hounsfield_units_are_exact(tmp_path: Path) -> None:
     assert example["image"].dtype == np.uint16
     np.testing.assert_array_equal(example["image"].astype(np.int32) - 32768, hu)
     ((image, _),) = make_dataset(
-        tmp_path / "out", "train", "classification", batch_size=1
+        tmp_path / "out", ReadConfig("train", "classification", batch_size=1)
     ).as_numpy_iterator()
     np.testing.assert_allclose(image[0, :, :, 0] * 65535.0 - 32768, hu, atol=1e-2)
 
@@ -105,7 +109,9 @@ def test_raw_images_of_different_sizes_read_at_a_given_size(handmade_root: Path,
         image, masks = spec.apply(records[example["key"]])
         np.testing.assert_array_equal(example["image"], image)
         np.testing.assert_array_equal(example["masks"]["lung"], masks["lung"])
-    batches = make_dataset(out, "train", "segmentation", batch_size=8, image_size=5, mask_names=["lung"])
+    batches = make_dataset(
+        out, ReadConfig("train", "segmentation", batch_size=8, image_size=5, mask_names=["lung"])
+    )
     ((images, lungs),) = list(batches.as_numpy_iterator())
     assert images.shape == (8, 5, 5, 1) and lungs.shape == (8, 5, 5, 1)
 

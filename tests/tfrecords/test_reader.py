@@ -11,6 +11,7 @@ from data_prep.errors import DataError
 from tests.tfrecords.conftest import HEIGHT, WIDTH, handmade_records, make_record, stage
 from tfrecords.augment import AugmentConfig
 from tfrecords.manifest import load_manifest
+from tfrecords.read_config import ReadConfig
 from tfrecords.reader import make_dataset, read_examples
 from tfrecords.writer import write_dataset
 
@@ -32,7 +33,7 @@ def _expected_train_order(out: Path) -> list[str]:
 
 def test_classification_batches_in_shard_order(written: Path) -> None:
     dataset = make_dataset(
-        written, "train", "classification", batch_size=3, deterministic=True, with_meta=True
+        written, ReadConfig("train", "classification", batch_size=3, deterministic=True, with_meta=True)
     )
     batches = _collect(dataset)
     assert [len(batch[0]) for batch in batches] == [3, 3, 2]
@@ -48,21 +49,22 @@ def test_classification_batches_in_shard_order(written: Path) -> None:
 
 
 def test_one_hot_targets(written: Path) -> None:
-    dataset = make_dataset(written, "test", "classification", batch_size=4, deterministic=True, one_hot=True)
+    dataset = make_dataset(
+        written, ReadConfig("test", "classification", batch_size=4, deterministic=True, one_hot=True)
+    )
     ((images, targets),) = _collect(dataset)
-    sparse = next(iter(make_dataset(written, "test", "classification", batch_size=4, deterministic=True)))[1]
+    sparse = next(
+        iter(make_dataset(written, ReadConfig("test", "classification", batch_size=4, deterministic=True)))
+    )[1]
     np.testing.assert_array_equal(targets, np.eye(2, dtype=np.float32)[sparse.numpy()])
 
 
 def test_segmentation_targets_are_exact_masks(written: Path) -> None:
     dataset = make_dataset(
         written,
-        "train",
-        "segmentation",
-        batch_size=8,
-        deterministic=True,
-        mask_names=["lung"],
-        with_meta=True,
+        ReadConfig(
+            "train", "segmentation", batch_size=8, deterministic=True, mask_names=["lung"], with_meta=True
+        ),
     )
     ((images, masks, meta),) = _collect(dataset)
     records = {record.key: record for record in handmade_records()}
@@ -73,12 +75,17 @@ def test_segmentation_targets_are_exact_masks(written: Path) -> None:
 
 def test_segmentation_refuses_a_mask_missing_from_some_records(written: Path) -> None:
     with pytest.raises(ValueError, match="mask 'infection' exists for 4 of 8 train records, not all"):
-        make_dataset(written, "train", "segmentation", batch_size=2, mask_names=["lung", "infection"])
+        make_dataset(
+            written, ReadConfig("train", "segmentation", batch_size=2, mask_names=["lung", "infection"])
+        )
 
 
 def test_resize_keeps_masks_binary(written: Path) -> None:
     dataset = make_dataset(
-        written, "train", "segmentation", batch_size=8, image_size=7, mask_names=["lung"], deterministic=True
+        written,
+        ReadConfig(
+            "train", "segmentation", batch_size=8, image_size=7, mask_names=["lung"], deterministic=True
+        ),
     )
     ((images, masks),) = _collect(dataset)
     assert images.shape == (8, 7, 7, 1) and masks.shape == (8, 7, 7, 1)
@@ -95,11 +102,7 @@ def test_multilabel_multi_hot(tmp_path: Path) -> None:
     assert load_manifest(tmp_path / "out").multilabel
     dataset = make_dataset(
         tmp_path / "out",
-        "train",
-        "multilabel",
-        batch_size=4,
-        deterministic=True,
-        label_names=["effusion", "ggo"],
+        ReadConfig("train", "multilabel", batch_size=4, deterministic=True, label_names=["effusion", "ggo"]),
     )
     ((_, targets),) = _collect(dataset)
     np.testing.assert_array_equal(targets, [[0, 1], [0, 1], [0, 0], [1, 1]])
@@ -114,9 +117,14 @@ def test_multilabel_multi_hot(tmp_path: Path) -> None:
     ],
 )
 def test_input_scaling_matches_keras_applications(written: Path, scaling: str, reference) -> None:
-    plain = make_dataset(written, "test", "classification", batch_size=4, deterministic=True, channels=3)
+    plain = make_dataset(
+        written, ReadConfig("test", "classification", batch_size=4, deterministic=True, channels=3)
+    )
     scaled = make_dataset(
-        written, "test", "classification", batch_size=4, deterministic=True, channels=3, input_scaling=scaling
+        written,
+        ReadConfig(
+            "test", "classification", batch_size=4, deterministic=True, channels=3, input_scaling=scaling
+        ),
     )
     ((images, _),) = _collect(plain)
     ((inputs, _),) = _collect(scaled)
@@ -127,7 +135,7 @@ def test_input_scaling_matches_keras_applications(written: Path, scaling: str, r
 
 def test_caffe_scaling_needs_three_channels(written: Path) -> None:
     with pytest.raises(ValueError, match="input scaling mode 'caffe' needs channels=3"):
-        make_dataset(written, "test", "classification", batch_size=4, input_scaling="resnet50")
+        make_dataset(written, ReadConfig("test", "classification", batch_size=4, input_scaling="resnet50"))
 
 
 def test_truncated_shard_is_named(written: Path) -> None:
@@ -138,7 +146,7 @@ def test_truncated_shard_is_named(written: Path) -> None:
         f"{shard}: shard is {len(data) - 10} bytes, manifest.json says {len(data)}: truncated or replaced"
     )
     with pytest.raises(DataError) as caught:
-        make_dataset(written, "train", "classification", batch_size=2)
+        make_dataset(written, ReadConfig("train", "classification", batch_size=2))
     assert str(caught.value) == message
     with pytest.raises(DataError) as caught:
         list(read_examples(written, "train"))
@@ -151,7 +159,7 @@ def test_corrupt_shard_is_named(written: Path) -> None:
     data[40] ^= 0xFF  # inside the first record's payload: same size, wrong CRC
     shard.write_bytes(bytes(data))
     with pytest.raises(DataError) as caught:
-        make_dataset(written, "train", "classification", batch_size=2, verify_checksums=True)
+        make_dataset(written, ReadConfig("train", "classification", batch_size=2, verify_checksums=True))
     assert (
         str(caught.value)
         == f"{shard}: shard SHA-256 differs from manifest.json: the file is corrupt or replaced"
@@ -168,11 +176,7 @@ def test_two_workers_read_every_record_once(written: Path) -> None:
         )
         dataset = make_dataset(
             written,
-            "train",
-            "classification",
-            batch_size=4,
-            deterministic=True,
-            with_meta=True,
+            ReadConfig("train", "classification", batch_size=4, deterministic=True, with_meta=True),
             input_context=context,
         )
         batches = _collect(dataset)
@@ -186,7 +190,7 @@ def test_file_auto_shard_policy_splits_by_shard(written: Path) -> None:
     from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
 
     dataset = make_dataset(
-        written, "train", "classification", batch_size=1, deterministic=True, with_meta=True
+        written, ReadConfig("train", "classification", batch_size=1, deterministic=True, with_meta=True)
     )
     assert (
         dataset.options().experimental_distribute.auto_shard_policy
@@ -209,15 +213,17 @@ def test_shuffle_and_augment_are_reproducible(written: Path) -> None:
     def run() -> list:
         dataset = make_dataset(
             written,
-            "train",
-            "segmentation",
-            batch_size=8,
-            shuffle=True,
-            cache=True,
-            seed=3,
-            augment=AugmentConfig(),
-            mask_names=["lung"],
-            deterministic=True,
+            ReadConfig(
+                "train",
+                "segmentation",
+                batch_size=8,
+                shuffle=True,
+                cache=True,
+                seed=3,
+                augment=AugmentConfig(),
+                mask_names=["lung"],
+                deterministic=True,
+            ),
         )
         return _collect(dataset)
 
@@ -226,7 +232,10 @@ def test_shuffle_and_augment_are_reproducible(written: Path) -> None:
     np.testing.assert_allclose(first[0][0], second[0][0], rtol=0, atol=1e-6)
     np.testing.assert_array_equal(first[0][1], second[0][1])
     plain = _collect(
-        make_dataset(written, "train", "segmentation", batch_size=8, mask_names=["lung"], deterministic=True)
+        make_dataset(
+            written,
+            ReadConfig("train", "segmentation", batch_size=8, mask_names=["lung"], deterministic=True),
+        )
     )
     assert not np.array_equal(first[0][0], plain[0][0])
     assert set(np.unique(first[0][1])) <= {0.0, 1.0}
@@ -240,10 +249,11 @@ def test_variable_sizes_need_image_size(tmp_path: Path) -> None:
     root = stage(tmp_path / "raw", records)
     write_dataset("test_handmade", root, tmp_path / "out")
     with pytest.raises(ValueError, match="stored images differ in size; pass image_size"):
-        make_dataset(tmp_path / "out", "train", "classification", batch_size=2)
+        make_dataset(tmp_path / "out", ReadConfig("train", "classification", batch_size=2))
     ((images, _),) = _collect(
         make_dataset(
-            tmp_path / "out", "train", "classification", batch_size=2, image_size=(4, 6), deterministic=True
+            tmp_path / "out",
+            ReadConfig("train", "classification", batch_size=2, image_size=(4, 6), deterministic=True),
         )
     )
     assert images.shape == (2, 4, 6, 1)
@@ -260,14 +270,14 @@ def test_pipelines_feed_model_fit(written: Path) -> None:
         ]
     )
     classifier.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
-    classes = make_dataset(written, "train", "classification", batch_size=4, deterministic=True)
+    classes = make_dataset(written, ReadConfig("train", "classification", batch_size=4, deterministic=True))
     assert len(classifier.fit(classes, epochs=1, verbose=0, shuffle=False).history["loss"]) == 1
     segmenter = keras.Sequential(
         [keras.Input((HEIGHT, WIDTH, 1)), keras.layers.Conv2D(1, 1, activation="sigmoid")]
     )
     segmenter.compile(optimizer="sgd", loss="binary_crossentropy")
     masks = make_dataset(
-        written, "train", "segmentation", batch_size=4, mask_names=["lung"], deterministic=True
+        written, ReadConfig("train", "segmentation", batch_size=4, mask_names=["lung"], deterministic=True)
     )
     assert np.isfinite(segmenter.fit(masks, epochs=1, verbose=0, shuffle=False).history["loss"][0])
 
@@ -275,4 +285,4 @@ def test_pipelines_feed_model_fit(written: Path) -> None:
 def test_more_workers_than_shards_is_refused(written: Path) -> None:
     context = tf.distribute.InputContext(num_input_pipelines=3, input_pipeline_id=0)
     with pytest.raises(ValueError, match=r"^test has 2 shard\(s\), fewer than the 3 input pipelines"):
-        make_dataset(written, "test", "classification", batch_size=2, input_context=context)
+        make_dataset(written, ReadConfig("test", "classification", batch_size=2), input_context=context)

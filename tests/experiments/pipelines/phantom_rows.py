@@ -1,4 +1,5 @@
-"""Tiny S0 rows on synthetic phantoms for the pipeline tests (shared by test_streams and test_nodule_transfer).
+"""Tiny rows on synthetic phantoms for the pipeline tests: the S0 segmenter rows (test_streams,
+test_nodule_transfer) and the tiny classifier settings (test_lung_then_classify, test_uncertainty).
 
 The MedSeg phantoms hold slices of whole volumes without patient ids; their split is made here by
 volume (the volume id standing in for the patient), written as a split file, so that no volume
@@ -23,6 +24,17 @@ TINY_SEGMENTER = [
     "training.epochs=1",
     "training.verbose=0",
     "training.tensorboard=false",
+    "evaluation.bootstrap_resamples=20",
+]
+
+TINY_CLASSIFIER = [
+    "data.image_size=32",
+    "data.batch_size=8",
+    "model.weights=null",
+    "model.options={filters: [4, 8]}",
+    "training.epochs=1",
+    "training.tensorboard=false",
+    "training.verbose=0",
     "evaluation.bootstrap_resamples=20",
 ]
 

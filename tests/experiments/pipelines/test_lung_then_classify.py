@@ -24,20 +24,14 @@ from experiments.pipelines.lung_then_classify import (
 from experiments.registry import get_experiment
 from experiments.runner import apply_precision, run_experiment
 from segmentation.predict import load_segmenter
+from tests.experiments.pipelines.phantom_rows import TINY_CLASSIFIER
 from tfrecords.manifest import load_manifest
 from tfrecords.reader import check_shards, read_examples
 
 TINY = [
     "data.phantom=true",
-    "data.image_size=32",
-    "data.batch_size=8",
     "model.name=plain_cnn",
-    "model.weights=null",
-    "model.options={filters: [4, 8]}",
-    "training.epochs=1",
-    "training.tensorboard=false",
-    "training.verbose=0",
-    "evaluation.bootstrap_resamples=20",
+    *TINY_CLASSIFIER,
     "pipeline_options.lung_segmenter={name: unet, encoder: plain, epochs: 1, weights: null, "
     "options: {encoder_kwargs: {filters: [4, 8]}}}",
 ]

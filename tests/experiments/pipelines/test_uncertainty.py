@@ -12,22 +12,16 @@ import pytest
 from common.config import DataConfig, ModelConfig, TaskConfig
 from experiments.pipelines.uncertainty import _options, coverage_metrics, member_configs
 from experiments.runner import run_experiment
+from tests.experiments.pipelines.phantom_rows import TINY_CLASSIFIER
 
 TINY = [
     "data.phantom=true",
     "data.dataset=covid_qu_ex",
     "data.root=cxr-covid-qu-ex",
     "data.split=publisher",
-    "data.image_size=32",
-    "data.batch_size=8",
     "data.label_names=[COVID, NonCOVID]",
     "data.label_map={COVID-19: COVID, Non-COVID: NonCOVID, Normal: NonCOVID}",
-    "model.weights=null",
-    "model.options={filters: [4, 8]}",
-    "training.epochs=1",
-    "training.tensorboard=false",
-    "training.verbose=0",
-    "evaluation.bootstrap_resamples=20",
+    *TINY_CLASSIFIER,
     "pipeline_options={members: [plain_cnn], seeds: [0, 1], mc_dropout_samples: 3}",
 ]
 

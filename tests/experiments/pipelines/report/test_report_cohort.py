@@ -13,30 +13,21 @@ from experiments.pipelines.report import load_models
 from experiments.pipelines.report_cohort import find_scans, run_cohort
 from tests.conftest import REPO_ROOT
 from tests.data_prep.dicom_series import axis_aligned_lps, write_series
-from tests.experiments.pipelines.report.stubs import (
-    LPS,
-    SPACING,
-    VOXEL_ML,
-    display_to_hu,
-    encoded_volume,
-    expected_masks,
-    nan_volume,
-    save_band_model,
-)
+from tests.experiments.pipelines.report import stubs
 
 
 def write_cohort(root):
     """cohort/: a good LPS NIfTI, a DICOM series, a placeholder-affine NIfTI, an all-zero one, a text file."""
-    image = encoded_volume()["image"]
+    image = stubs.encoded_volume()["image"]
     (root / "patient3").mkdir(parents=True)
-    write_nifti(root / "good.nii.gz", image[::-1, ::-1, :], LPS)
+    write_nifti(root / "good.nii.gz", image[::-1, ::-1, :], stubs.LPS)
     write_series(
         root / "patient2" / "series",
-        display_to_hu(image.astype(float))[::-1, ::-1, :],
-        axis_aligned_lps(SPACING),
+        stubs.display_to_hu(image.astype(float))[::-1, ::-1, :],
+        axis_aligned_lps(stubs.SPACING),
     )
     write_nifti(root / "patient3" / "restacked.nii", image, np.eye(4))
-    write_nifti(root / "zeros.nii.gz", np.zeros_like(image), LPS)
+    write_nifti(root / "zeros.nii.gz", np.zeros_like(image), stubs.LPS)
     (root / "notes.txt").write_text("not a scan")
     return root
 
@@ -49,7 +40,7 @@ def read_rows(path):
 def test_find_scans_walks_folders_expands_globs_and_keeps_names_apart(tmp_path):
     root = write_cohort(tmp_path / "cohort")
     (tmp_path / "other").mkdir()
-    write_nifti(tmp_path / "other" / "good.nii.gz", np.zeros((2, 2, 2), np.int16), LPS)
+    write_nifti(tmp_path / "other" / "good.nii.gz", np.zeros((2, 2, 2), np.int16), stubs.LPS)
     scans = find_scans([root, str(tmp_path / "other" / "*.nii.gz")])
     assert {name: path.relative_to(tmp_path).as_posix() for name, path in scans.items()} == {
         "good": "cohort/good.nii.gz",
@@ -81,7 +72,7 @@ def test_a_cohort_gives_a_row_per_scan_an_error_row_for_a_bad_one_and_skips_done
         row = rows[name]
         assert (row["status"], row["unit"], row["warnings"], row["error"]) == ("ok", "ml", "", "")
         assert float(row["lung_right_ml"]) == pytest.approx(
-            1120 * VOXEL_ML, abs=5e-4
+            1120 * stubs.VOXEL_ML, abs=5e-4
         )  # rounded to 3 decimals
         assert (row["lung_right_voxels"], row["lung_left_voxels"], row["lung_total_voxels"]) == (
             "1120",
@@ -98,7 +89,7 @@ def test_a_cohort_gives_a_row_per_scan_an_error_row_for_a_bad_one_and_skips_done
             "56",
         )
         assert (row["infection_total_voxels"], row["outside_lungs_not_counted_voxels"]) == ("56", "36")
-        assert float(row["infection_total_ml"]) == pytest.approx(56 * VOXEL_ML, abs=5e-4)
+        assert float(row["infection_total_ml"]) == pytest.approx(56 * stubs.VOXEL_ML, abs=5e-4)
         assert float(row["infected_percent_total"]) == pytest.approx(100 * 56 / 2080, abs=1e-3)
         assert (row["severity_right"], row["severity_left"], row["severity_score"], row["grade"]) == (
             "1",
@@ -131,7 +122,7 @@ def test_a_cohort_gives_a_row_per_scan_an_error_row_for_a_bad_one_and_skips_done
     assert report_json.stat().st_mtime_ns == written_at
     assert read_rows(tmp_path / "out" / "cohort.csv") == rows
 
-    other = save_band_model(tmp_path / "other_run", "infection", 160 / 255, 2.0)
+    other = stubs.save_band_model(tmp_path / "other_run", "infection", 160 / 255, 2.0)
     changed = run_cohort(
         scans, tmp_path / "out", load_models(report_model_files["lung"], other), progress=False
     )
@@ -154,10 +145,10 @@ def test_the_command_refuses_nan_zero_and_mask_scans_in_one_line_each_and_report
 ):
     cohort = tmp_path / "cohort"
     cohort.mkdir()
-    write_nifti(cohort / "a_good.nii.gz", encoded_volume()["image"][::-1, ::-1, :], LPS)
-    write_nifti(cohort / "b_mask.nii.gz", expected_masks(encoded_volume())[0], LPS)
-    write_nifti(cohort / "c_nan.nii.gz", nan_volume(), LPS)
-    write_nifti(cohort / "d_zeros.nii.gz", np.zeros((40, 32, 6), np.int16), LPS)
+    write_nifti(cohort / "a_good.nii.gz", stubs.encoded_volume()["image"][::-1, ::-1, :], stubs.LPS)
+    write_nifti(cohort / "b_mask.nii.gz", stubs.expected_masks(stubs.encoded_volume())[0], stubs.LPS)
+    write_nifti(cohort / "c_nan.nii.gz", stubs.nan_volume(), stubs.LPS)
+    write_nifti(cohort / "d_zeros.nii.gz", np.zeros((40, 32, 6), np.int16), stubs.LPS)
     result = run_report_command(
         cohort,
         "--lung-model",
@@ -180,8 +171,8 @@ def test_the_command_refuses_nan_zero_and_mask_scans_in_one_line_each_and_report
     )
     lines = result.stdout.splitlines()
     assert lines[0] == (
-        f"a_good: lungs {2080 * VOXEL_ML:.1f} mL, infection {56 * VOXEL_ML:.1f} mL (2.7% of the lungs), "
-        f"grade mild; outside the lungs: {36 * VOXEL_ML:.1f} mL, not counted"
+        f"a_good: lungs {2080 * stubs.VOXEL_ML:.1f} mL, infection {56 * stubs.VOXEL_ML:.1f} mL (2.7% of the lungs), "
+        f"grade mild; outside the lungs: {36 * stubs.VOXEL_ML:.1f} mL, not counted"
     )
     assert lines[-1] == f"4 scan(s): 1 reported, 0 already done, 3 failed; {tmp_path / 'out' / 'cohort.csv'}"
     statuses = {name: row["status"] for name, row in read_rows(tmp_path / "out" / "cohort.csv").items()}
