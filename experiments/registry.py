@@ -10,7 +10,8 @@ CONFIG_DIR = Path(__file__).with_name("configs")
 
 
 def list_experiments() -> list[str]:
-    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+    """The row names: every YAML file under configs/ but the bases ("_" names, see `experiments.config`)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml") if not path.name.startswith("_"))
 
 
 def config_path(name: str) -> Path:
