@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = add_subcommand(
         commands, "evaluate", _evaluate, help="metrics.json, CSVs and overlays on one split"
     )
-    evaluate.add_argument("model", help="a .keras model (its run folder's config.json is read)")
+    evaluate.add_argument("model", help="a .keras model (its bundle.json beside it is read)")
     evaluate.add_argument("data", help="TFRecord directory")
     evaluate.add_argument("out_dir", help="output folder")
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test)")
@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     predict = add_subcommand(commands, "predict", _predict, help="segment PNG/JPEG images or NIfTI volumes")
-    predict.add_argument("model", help="a .keras model (its run folder's config.json is read)")
+    predict.add_argument("model", help="a .keras model (its bundle.json beside it is read)")
     predict.add_argument("input", help="an image, a NIfTI file, or a folder of them")
     predict.add_argument("out_dir", help="output folder")
     predict.add_argument("--threshold", help="threshold.json (default: the run's, else 0.5)")
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         _evaluate_volumes,
         help="3-D Dice, NSD, HD95, volumes on a folder of NIfTI volumes with masks",
     )
-    volumes.add_argument("model", help="a .keras model (its run folder's config.json is read)")
+    volumes.add_argument("model", help="a .keras model (its bundle.json beside it is read)")
     volumes.add_argument("--images", required=True, help="folder of NIfTI images")
     volumes.add_argument("--labels", required=True, help="folder of NIfTI masks (paired by stem or case id)")
     volumes.add_argument("--out", required=True, help="output folder")
