@@ -32,8 +32,10 @@ from scratch). BatchNorm of a pretrained backbone runs in inference mode through
 `classification.models`).
 
 A run folder holds config.yaml, best.keras (the best epoch by `training.monitor`), history.csv,
-TensorBoard logs, and eval/ (metrics.json, predictions.csv, plots) from `evaluate_model` on the test
-split with the threshold chosen on validation. Re-running on the same folder resumes.
+TensorBoard logs, threshold.json and threshold_curve.png (binary and multi-label models: the
+thresholds chosen on the validation split with best.keras at the end of training,
+`classification.evaluate.select_threshold`), and eval/ (metrics.json, predictions.csv, plots) from
+`evaluate_model` on the test split at those thresholds. Re-running on the same folder resumes.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ import tensorflow as tf
 import yaml
 
 from classification.data import DataConfig, load_split, steps_per_epoch
-from classification.evaluate import evaluate_model, write_text_atomic
+from classification.evaluate import evaluate_model, model_predict_fn, select_threshold
 from classification.models import build_classifier, unfreeze_top_blocks
+from common.atomic import atomic_write_text
 from common.training import Stage, TrainingConfig, balanced_class_weight, fit, set_batchnorm_momentum
 
 LOSSES = {
@@ -210,14 +213,15 @@ def class_weight_for(config: RunConfig) -> dict[int, float] | None:
 def train_classifier(
     config: RunConfig, strategy: tf.distribute.Strategy | None = None, evaluate: bool = True
 ) -> dict[str, Any]:
-    """Trains (or resumes) the run in `config.run_dir`, then evaluates best.keras on the test split.
+    """Trains (or resumes) the run in `config.run_dir`, chooses the thresholds on validation
+    (threshold.json), then evaluates best.keras on the test split.
 
     Returns {"run_dir", "epochs" (trained over the whole run), "history" (column -> values),
     "metrics" (the evaluation report, or None when `evaluate` is False)}.
     """
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     data = config.data
     train_split, val_split = data.splits["train"], data.splits["val"]
     history = fit(
@@ -232,14 +236,15 @@ def train_classifier(
         class_weight=class_weight_for(config),
         steps_per_epoch=steps_per_epoch(data, train_split) if data.balanced_sampling else None,
     )
+    model = keras.models.load_model(run_dir / "best.keras")
+    threshold = select_threshold(model_predict_fn(model), data, run_dir, config.evaluation.criterion)
     report = None
     if evaluate:
-        model = keras.models.load_model(run_dir / "best.keras")
         report = evaluate_model(
             model,
             data,
             run_dir / "eval",
-            criterion=config.evaluation.criterion,
+            threshold=threshold,
             n_resamples=config.evaluation.n_resamples,
             seed=config.evaluation.seed,
             run_dir=run_dir,

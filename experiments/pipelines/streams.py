@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 
 from classification.train import train_classifier
-from common.bootstrap import bootstrap_cis
+from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, classification_config, segmentation_config, summary_entry
+from experiments.tasks import Summary, classification_config, segmentation_config
 from segmentation import metrics
 from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
@@ -301,8 +301,8 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     single = _train_single(context, data)
     recogniser, recogniser_report = _train_recogniser(context, data, manifestations)
     gate_thresholds = {
-        name: float(choice["threshold"])
-        for name, choice in zip(manifestations, recogniser_report["thresholds"], strict=True)
+        name: float(threshold)
+        for name, threshold in zip(manifestations, recogniser_report["threshold"]["thresholds"], strict=True)
     }
     pipeline = GatedStreams(
         recogniser,
@@ -342,9 +342,9 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         seed=config.runtime.seed,
         groups=test.case_ids,
     )
-    summary: Summary = {name: summary_entry(*values) for name, values in intervals.items()}
+    summary: Summary = {name: ci_entry(*values) for name, values in intervals.items()}
     ungated_scores = _scores(_parts(counts["ungated"]), manifestations, "ungated")
-    summary.update({name: summary_entry(value) for name, value in ungated_scores.items()})
+    summary.update({name: ci_entry(value) for name, value in ungated_scores.items()})
     timing = {
         "gated_seconds": gated.seconds,
         "ungated_seconds": ungated.seconds,
@@ -357,7 +357,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         "stream_runs": int(sum(int(ran.sum()) for ran in gated.ran.values())),
         "stream_runs_possible": len(images) * len(manifestations),
     }
-    summary.update({name: summary_entry(value) for name, value in timing.items()})
+    summary.update({name: ci_entry(value) for name, value in timing.items()})
 
     per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
     write_bytes_atomic(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
@@ -382,4 +382,4 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
 
 def _recogniser_section(report: dict[str, Any]) -> dict[str, Any]:
     """The recogniser's test metrics and thresholds, as its evaluation reported them."""
-    return {"thresholds": report["thresholds"], "overall": report["overall"]}
+    return {"threshold": report["threshold"], "overall": report["overall"]}

@@ -34,9 +34,9 @@ import pandas as pd
 from classification.train import RunConfig, train_classifier
 from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
 from common import plots
-from common.bootstrap import bootstrap_cis
+from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.data import PreparedData
-from experiments.tasks import Summary, classification_config, summarize_classification, summary_entry
+from experiments.tasks import Summary, classification_config, summarize_classification
 
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
@@ -83,7 +83,7 @@ def coverage_summary(predictions_csv: Path, n_resamples: int, seed: int, prefix:
     intervals = bootstrap_cis(
         coverage_metrics, correct, entropy, n_resamples=n_resamples, seed=seed, groups=groups
     )
-    return {f"{prefix}{name}": summary_entry(*values) for name, values in intervals.items()}
+    return {f"{prefix}{name}": ci_entry(*values) for name, values in intervals.items()}
 
 
 def plot_coverage(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
@@ -158,7 +158,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
                     if key in method_summary
                 }
             )
-        summary[f"{prefix}mean_entropy"] = summary_entry(report["uncertainty"]["mean_entropy"])
+        summary[f"{prefix}mean_entropy"] = ci_entry(report["uncertainty"]["mean_entropy"])
         summary.update(
             coverage_summary(out_dir / "predictions.csv", evaluation.n_resamples, evaluation.seed, prefix)
         )

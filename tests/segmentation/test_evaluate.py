@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.thresholds import ThresholdChoice, ThresholdSplitError
 from segmentation.evaluate import SplitPredictions, evaluate_predictions, evaluate_segmenter, predict_split
 from segmentation.predict import Segmenter
-from segmentation.thresholds import ThresholdChoice, ThresholdSplitError
 from tests.segmentation.seg_helpers import bright_pixel_model, write_disks
 from tfrecords.spec import PreprocessSpec
 
@@ -43,7 +43,8 @@ def test_evaluate_writes_files_and_exact_values_for_a_perfect_model(tmp_path, di
         for average in ("per_image", "pooled", "per_case"):
             assert infection[score][average] == {
                 "value": 1.0,
-                "ci95": [1.0, 1.0],
+                "low": 1.0,
+                "high": 1.0,
                 **({"n_undefined": 0} if average == "per_image" else {}),
             }, (score, average)
     assert infection["hd95"]["value"] == 0.0 and infection["hd95"]["n_undefined"] == 0
@@ -71,7 +72,7 @@ def test_per_image_pooled_and_per_case_agree_with_the_csvs(tmp_path, disks):
     truth, pred = per_image["lung_truth_px"].sum(), per_image["lung_pred_px"].sum()
     # The prediction (disk) lies inside the truth (square): TP = predicted pixels.
     assert dice["pooled"]["value"] == pytest.approx(2 * pred / (truth + pred))
-    assert dice["per_image"]["ci95"][0] <= dice["per_image"]["value"] <= dice["per_image"]["ci95"][1]
+    assert dice["per_image"]["low"] <= dice["per_image"]["value"] <= dice["per_image"]["high"]
     assert report["masks"]["lung"]["precision"]["pooled"]["value"] == 1.0
 
 
@@ -79,7 +80,7 @@ def test_threshold_from_the_evaluated_split_is_refused(tmp_path, disks):
     model = bright_pixel_model()
     predictions = predict_split(model, disks, "val", ["infection"])
     val_choice = ThresholdChoice(thresholds=(0.5,), split="val")
-    with pytest.raises(ThresholdSplitError, match="chosen on 'val', the split being evaluated"):
+    with pytest.raises(ThresholdSplitError, match="chosen on split 'val', the split being evaluated"):
         evaluate_predictions(predictions, ("infection",), val_choice, "val", tmp_path)
     with pytest.raises(ThresholdSplitError):
         ThresholdChoice(thresholds=(0.5,), split="test")
