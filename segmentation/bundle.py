@@ -23,9 +23,9 @@ from typing import Any
 import keras
 
 from common.model_files import load_model_file, require_output_rank
+from common.thresholds import ThresholdChoice
 from data_prep.ct_recipe import CTRecipe, recipe_from_config
 from data_prep.errors import DataError
-from segmentation.thresholds import ThresholdChoice
 from tfrecords.manifest import sha256_file
 from tfrecords.spec import PreprocessSpec
 
