@@ -1,22 +1,25 @@
 """Evaluation of a classifier on one split: metrics with bootstrap 95% CIs, overall and per modality
 and per source collection, plots, `metrics.json` and per-image `predictions.csv`.
 
-The decision threshold of a binary (or multi-label) model is chosen on the VALIDATION split
-(`classification.metrics.choose_threshold` refuses any other split) and then applied to the test
-split; `evaluate_predictions` refuses a threshold chosen on the split it evaluates. Multi-class
-models predict the argmax and take no threshold.
+The decision thresholds of a binary (or multi-label) model are chosen on the VALIDATION split by
+`select_threshold` (`common.thresholds`: validation splits only, ties to the lowest threshold),
+written as threshold.json, and then applied to the test split; training does this at its end, in
+the run folder, as segmentation training does. `evaluate_predictions` refuses a threshold chosen on
+the split it evaluates. Multi-class models predict the argmax and take no threshold.
 
-Bootstrap: percentile intervals over 1,000 resamples by default, resampling whole patients where a
-record has a patient id (records without one count as their own group).
+Steps (as nnU-Net's / MONAI's evaluation): `predictions_frame` (compute: the per-image decisions),
+`evaluate_predictions` (aggregate: metrics with CIs as {"value", "low", "high"}), `write_evaluation`
+(write: metrics.json, predictions.csv and plots, each file all-or-nothing); `evaluate_model` runs
+them on a model. Bootstrap: percentile intervals over 1,000 resamples by default, resampling whole
+patients where a record has a patient id (records without one count as their own group).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,15 @@ import pandas as pd
 from classification import metrics as m
 from classification.data import ClassificationInputs, load_split, meta_frame
 from common import plots
-from common.bootstrap import bootstrap_cis
+from common.atomic import atomic_write_text
+from common.bootstrap import bootstrap_cis, ci_entry
+from common.thresholds import (
+    THRESHOLD_FILE,
+    ThresholdChoice,
+    check_validation_data,
+    check_validation_split,
+    choose_threshold,
+)
 from common.training import read_history
 
 GROUP_COLUMNS = {"by_modality": "modality", "by_source": "source"}
@@ -124,48 +135,69 @@ def collect_predictions(predict_fn: PredictFn, config: ClassificationInputs, spl
     )
 
 
-def choose_thresholds(
-    validation: Predictions, criterion: str = "youden"
-) -> m.ThresholdChoice | list[m.ThresholdChoice] | None:
-    """The decision threshold(s) from validation predictions: one for binary, one per class for
-    multi-label, None for multi-class (argmax)."""
+def choose_thresholds(validation: Predictions, criterion: str = "youden") -> ThresholdChoice | None:
+    """The decision thresholds from validation predictions: one for binary, one per class for
+    multi-label (`classification.metrics.threshold_sweep` per output, `common.thresholds` rules),
+    None for multi-class (argmax). A non-validation split raises ThresholdSplitError, no
+    predictions NoValidationDataError."""
+    if validation.task == "multiclass":
+        return None
+    check_validation_split(validation.split)
+    check_validation_data(validation.split, len(validation.targets))
+    targets = validation.targets.reshape(len(validation.targets), -1)
+    sweeps = [
+        m.threshold_sweep(targets[:, k], validation.probabilities[:, k], criterion)
+        for k in range(validation.probabilities.shape[1])
+    ]
+    return choose_threshold(
+        [candidates for candidates, _ in sweeps],
+        [values for _, values in sweeps],
+        validation.split,
+        criterion,
+    )
+
+
+def select_threshold(
+    predict_fn: PredictFn, config: ClassificationInputs, out_dir: str | Path, criterion: str = "youden"
+) -> ThresholdChoice | None:
+    """Chooses the thresholds on the VALIDATION split (`config.splits["val"]`) and writes
+    threshold.json and (binary) threshold_curve.png into `out_dir`; None (nothing written) for a
+    multi-class model."""
+    if config.task == "multiclass":
+        return None
+    validation = collect_predictions(predict_fn, config, config.splits["val"])
+    choice = choose_thresholds(validation, criterion)
+    out_dir = Path(out_dir)
+    choice.save(out_dir / THRESHOLD_FILE)
     if validation.task == "binary":
-        return m.choose_threshold(
-            validation.targets, validation.probabilities[:, 0], validation.split, criterion
-        )
-    if validation.task == "multilabel":
-        return [
-            m.choose_threshold(
-                validation.targets[:, k], validation.probabilities[:, k], validation.split, criterion
-            )
-            for k in range(len(validation.output_names))
-        ]
-    return None
+        _plot_threshold_curve(out_dir / "threshold_curve.png", validation, choice)
+    return choice
 
 
 def evaluate_predictions(
     predictions: Predictions,
-    threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None,
+    threshold: ThresholdChoice | None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The metrics report of one split: "overall", then "by_modality"/"by_source" when the records
-    come from more than one modality/source. Each metric is {"value", "ci_low", "ci_high"}.
+    come from more than one modality/source. Each metric is {"value", "low", "high"}
+    (`common.bootstrap.ci_entry`; undefined values are null).
 
-    threshold: a `ThresholdChoice` (binary), one per class (multilabel) or None (multiclass). A
-    threshold chosen on `predictions.split` raises ValueError.
+    threshold: one threshold per output (binary, multilabel) or None (multiclass). A threshold
+    chosen on `predictions.split` raises ThresholdSplitError.
     """
-    choices = _check_thresholds(predictions, threshold)
+    _check_threshold(predictions, threshold)
     report: dict[str, Any] = {
         "split": predictions.split,
         "task": predictions.task,
         "n": len(predictions.targets),
         "class_names": predictions.class_names,
         "output_names": predictions.output_names,
-        "thresholds": [asdict(choice) for choice in choices],
+        "threshold": None if threshold is None else threshold.summary(),
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
         "definitions": DEFINITIONS,
-        "overall": _summary(predictions, choices, n_resamples, seed),
+        "overall": _summary(predictions, threshold, n_resamples, seed),
     }
     for section, column in GROUP_COLUMNS.items():
         values = sorted(v for v in predictions.meta[column].unique() if v)
@@ -173,7 +205,7 @@ def evaluate_predictions(
             report[section] = {
                 value: _summary(
                     predictions.subset((predictions.meta[column] == value).to_numpy()),
-                    choices,
+                    threshold,
                     n_resamples,
                     seed,
                 )
@@ -182,38 +214,35 @@ def evaluate_predictions(
     return report
 
 
-def _check_thresholds(
-    predictions: Predictions, threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None
-) -> list[m.ThresholdChoice]:
+def _check_threshold(predictions: Predictions, threshold: ThresholdChoice | None) -> None:
     if predictions.task == "multiclass":
         if threshold is not None:
             raise ValueError("multiclass predictions use the argmax; pass threshold=None")
-        return []
+        return
     if threshold is None:
         raise ValueError(f"{predictions.task} predictions need a threshold chosen on validation data")
-    choices = [threshold] if isinstance(threshold, m.ThresholdChoice) else list(threshold)
-    if len(choices) != len(predictions.output_names):
-        raise ValueError(f"{len(choices)} thresholds for {len(predictions.output_names)} outputs")
-    for choice in choices:
-        choice.check_applicable_to(predictions.split)
-    return choices
+    if len(threshold.thresholds) != len(predictions.output_names):
+        raise ValueError(
+            f"{len(threshold.thresholds)} thresholds for {len(predictions.output_names)} outputs"
+        )
+    threshold.check_applicable_to(predictions.split)
 
 
 def _summary(
-    predictions: Predictions, choices: list[m.ThresholdChoice], n_resamples: int, seed: int
+    predictions: Predictions, threshold: ThresholdChoice | None, n_resamples: int, seed: int
 ) -> dict[str, Any]:
     """Point values with bootstrap CIs (plus counts and the confusion matrix) for one subset."""
     groups = predictions.bootstrap_groups
     probabilities, targets = predictions.probabilities, predictions.targets
     if predictions.task == "binary":
-        threshold = choices[0].threshold
+        cut = threshold.thresholds[0]
 
         def metric_fn(labels, scores):
-            values = m.binary_metrics(labels, scores, threshold)
+            values = m.binary_metrics(labels, scores, cut)
             return {name: values[name] for name in m.BINARY_METRICS}
 
         summary = _with_ci(metric_fn, targets, probabilities[:, 0], groups, n_resamples, seed)
-        counts = m.binary_metrics(targets, probabilities[:, 0], threshold)
+        counts = m.binary_metrics(targets, probabilities[:, 0], cut)
         summary["counts"] = {name: counts[name] for name in ("tp", "fp", "tn", "fn", "n")}
         return summary
     if predictions.task == "multiclass":
@@ -228,7 +257,7 @@ def _summary(
         summary["confusion_matrix"] = full["confusion_matrix"]
         summary["n"] = int(len(targets))
         return summary
-    names, thresholds = predictions.output_names, [choice.threshold for choice in choices]
+    names, thresholds = predictions.output_names, threshold.thresholds
 
     def metric_fn(labels, scores):
         """Per-class metrics at each class's threshold ("class/metric") and their macro means."""
@@ -248,10 +277,7 @@ def _summary(
 
 def _with_ci(metric_fn, labels, scores, groups, n_resamples, seed) -> dict[str, Any]:
     intervals = bootstrap_cis(metric_fn, labels, scores, n_resamples=n_resamples, seed=seed, groups=groups)
-    return {
-        name: {"value": _clean(point), "ci_low": _clean(low), "ci_high": _clean(high)}
-        for name, (point, low, high) in intervals.items()
-    }
+    return {name: ci_entry(point, low, high) for name, (point, low, high) in intervals.items()}
 
 
 def _clean(value: Any) -> Any:
@@ -267,9 +293,9 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def predictions_frame(predictions: Predictions, threshold: Any) -> pd.DataFrame:
-    """One row per image: file, key, patient, modality, source, label, probability column(s),
-    predicted, and any extra arrays."""
+def predictions_frame(predictions: Predictions, threshold: ThresholdChoice | None) -> pd.DataFrame:
+    """Compute: one row per image, file, key, patient, modality, source, label, probability
+    column(s), predicted (probability >= threshold, or the argmax), and any extra (N,) arrays."""
     frame = pd.DataFrame(
         {
             "file": predictions.meta["path"],
@@ -285,7 +311,7 @@ def predictions_frame(predictions: Predictions, threshold: Any) -> pd.DataFrame:
         negative = next(name for name in predictions.class_names if name != positive)
         frame["label"] = np.where(targets == 1, positive, negative)
         frame["probability"] = probabilities[:, 0]
-        frame["predicted"] = np.where(probabilities[:, 0] >= threshold.threshold, positive, negative)
+        frame["predicted"] = np.where(probabilities[:, 0] >= threshold.thresholds[0], positive, negative)
     elif predictions.task == "multiclass":
         names = np.asarray(predictions.class_names)
         frame["label"] = names[targets]
@@ -296,7 +322,7 @@ def predictions_frame(predictions: Predictions, threshold: Any) -> pd.DataFrame:
         for k, name in enumerate(predictions.output_names):
             frame[f"label_{name}"] = targets[:, k]
             frame[f"probability_{name}"] = probabilities[:, k]
-            frame[f"predicted_{name}"] = (probabilities[:, k] >= threshold[k].threshold).astype(int)
+            frame[f"predicted_{name}"] = (probabilities[:, k] >= threshold.thresholds[k]).astype(int)
     for name, values in predictions.extra.items():
         if values.ndim == 1:
             frame[name] = values
@@ -307,28 +333,23 @@ def write_evaluation(
     out_dir: str | Path,
     report: Mapping[str, Any],
     predictions: Predictions,
-    threshold: m.ThresholdChoice | Sequence[m.ThresholdChoice] | None,
-    validation: Predictions | None = None,
+    threshold: ThresholdChoice | None,
     run_dir: str | Path | None = None,
 ) -> Path:
-    """Writes metrics.json, predictions.csv and the plots (roc.png, pr.png, confusion_matrix.png,
-    threshold_curve.png from `validation`, training_curves.png from `run_dir/history.csv`) into out_dir."""
+    """Write: metrics.json, predictions.csv and the plots (roc.png, pr.png, confusion_matrix.png,
+    training_curves.png from `run_dir/history.csv`) into out_dir, each file all-or-nothing."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "metrics.json", json.dumps(_clean(dict(report)), indent=2, allow_nan=False))
-    write_text_atomic(
+    atomic_write_text(out_dir / "metrics.json", json.dumps(_clean(dict(report)), indent=2, allow_nan=False))
+    atomic_write_text(
         out_dir / "predictions.csv", predictions_frame(predictions, threshold).to_csv(index=False)
     )
     _plot_curves(out_dir, predictions)
     if predictions.task == "binary":
-        matrix = m.confusion_matrix(
-            1 - predictions.targets, 1 - (predictions.probabilities[:, 0] >= threshold.threshold), 2
-        )
+        predicted = predictions.probabilities[:, 0] >= threshold.thresholds[0]
+        matrix = m.confusion_matrix(1 - predictions.targets, 1 - predicted, 2)
         positive = predictions.output_names[0]
         labels = [positive, next(name for name in predictions.class_names if name != positive)]
         plots.plot_confusion_matrix(matrix, labels, out_dir / "confusion_matrix.png")
-        if validation is not None:
-            _plot_threshold_curve(out_dir / "threshold_curve.png", validation, threshold)
     elif predictions.task == "multiclass":
         matrix = np.asarray(report["overall"]["confusion_matrix"])
         plots.plot_confusion_matrix(matrix, predictions.class_names, out_dir / "confusion_matrix.png")
@@ -370,7 +391,9 @@ def _plot_curves(out_dir: Path, predictions: Predictions) -> None:
     plots.plot_pr(pr, out_dir / "pr.png")
 
 
-def _plot_threshold_curve(path: Path, validation: Predictions, choice: m.ThresholdChoice) -> None:
+def _plot_threshold_curve(path: Path, validation: Predictions, choice: ThresholdChoice) -> None:
+    """Sensitivity, specificity and F1 on the validation predictions at thresholds 0, 0.01, ..., 1,
+    the chosen threshold marked."""
     thresholds = np.linspace(0, 1, 101)
     rows = [
         m.counts_metrics(*m.binary_counts(validation.targets, validation.probabilities[:, 0], t))
@@ -378,15 +401,12 @@ def _plot_threshold_curve(path: Path, validation: Predictions, choice: m.Thresho
     ]
     values = {name: [row[name] for row in rows] for name in ("sensitivity", "specificity", "f1")}
     plots.plot_threshold_curve(
-        thresholds, values, path, chosen=choice.threshold, title=f"Validation ({validation.split}) metrics"
+        thresholds,
+        values,
+        path,
+        chosen=choice.thresholds[0],
+        title=f"Validation ({validation.split}) metrics",
     )
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def evaluate_model(
@@ -394,6 +414,7 @@ def evaluate_model(
     config: ClassificationInputs,
     out_dir: str | Path,
     *,
+    threshold: ThresholdChoice | None = None,
     criterion: str = "youden",
     n_resamples: int = 1000,
     seed: int = 0,
@@ -401,18 +422,21 @@ def evaluate_model(
     predict_fn: PredictFn | None = None,
     extra_sections: Callable[[Predictions, Any], Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Chooses the threshold(s) on the validation split, evaluates the test split, writes everything
-    to `out_dir` and returns the report.
+    """Evaluates the test split at `threshold` (the one training chose on validation); without one,
+    first chooses it on the validation split by `criterion` (`select_threshold`, written into
+    `out_dir`). Writes everything to `out_dir` and returns the report.
 
     predict_fn: replaces the plain forward pass (e.g. MC dropout or an ensemble).
     extra_sections(test_predictions, threshold): further top-level report sections (e.g. uncertainty).
     """
     predict_fn = predict_fn or model_predict_fn(model)
-    validation = collect_predictions(predict_fn, config, config.splits["val"])
-    threshold = choose_thresholds(validation, criterion)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if threshold is None:
+        threshold = select_threshold(predict_fn, config, out_dir, criterion)
     test = collect_predictions(predict_fn, config, config.splits["test"])
     report = evaluate_predictions(test, threshold, n_resamples, seed)
     if extra_sections is not None:
         report.update(extra_sections(test, threshold))
-    write_evaluation(out_dir, report, test, threshold, validation, run_dir)
+    write_evaluation(out_dir, report, test, threshold, run_dir)
     return report

@@ -3,10 +3,10 @@
 The curves, their areas and the confusion matrix are scikit-learn's (`roc_curve`, `roc_auc_score`,
 `precision_recall_curve`, `average_precision_score`, `confusion_matrix`). Our own code here does
 only what scikit-learn does not: NaN for an area or rate whose class is missing (scikit-learn raises,
-warns or returns 0), the NaN-for-0/0 ratios from the four counts, the threshold rule
-(`binary_counts`, `choose_threshold`: validation data only, ties to the highest threshold), the
-one-vs-rest multi-class summary with its "macro" rule, and `ThresholdChoice`. Bootstrap intervals
-(whole patients resampled) live in `common.bootstrap`.
+warns or returns 0), the NaN-for-0/0 ratios from the four counts, the threshold rule and its sweep
+(`binary_counts`, `threshold_sweep`; the choice itself, validation data only and ties to the lowest
+threshold, is `common.thresholds`'), and the one-vs-rest multi-class summary with its "macro" rule.
+Bootstrap intervals (whole patients resampled) live in `common.bootstrap`.
 
 Conventions
 - Binary: `labels` in {0, 1} (any nonzero value is positive), `scores` = P(positive) in [0, 1]; a
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from sklearn import metrics as sk
@@ -177,68 +176,35 @@ def nanmean(values: Sequence[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
-VALIDATION_SPLITS = ("val", "valid", "validation")
 THRESHOLD_CRITERIA = ("youden", "f1", "accuracy")
 
 
-@dataclass(frozen=True)
-class ThresholdChoice:
-    """A decision threshold and where it came from.
+def threshold_sweep(
+    labels: np.ndarray, scores: np.ndarray, criterion: str = "youden"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, values): the candidate thresholds of one binary output and `criterion` at each
+    (youden = sensitivity + specificity - 1, f1, accuracy; NaN where undefined), both (T,) float64.
 
-    split: the validation split it was chosen on, or "fixed" for a stated constant (e.g. 0.5).
-    criterion: "youden" (max sensitivity + specificity - 1), "f1", "accuracy" or "fixed".
-    value: the criterion's value on `split` at `threshold` (NaN for "fixed").
+    Candidates are midpoints between consecutive distinct scores plus one above the highest and the
+    lowest score itself, descending; no scores give no candidates. Which candidate wins (and the
+    validation-only rule) is `common.thresholds.choose_threshold`'s.
     """
-
-    threshold: float
-    criterion: str
-    split: str
-    value: float = float("nan")
-
-    @classmethod
-    def fixed(cls, threshold: float = 0.5) -> ThresholdChoice:
-        return cls(threshold=float(threshold), criterion="fixed", split="fixed")
-
-    def check_applicable_to(self, split: str) -> None:
-        """Raises ValueError when this threshold would be applied to the data it was chosen on."""
-        if self.split == split:
-            raise ValueError(f"threshold was chosen on split {split!r}; it cannot be evaluated on that split")
-
-
-def choose_threshold(
-    labels: np.ndarray, scores: np.ndarray, split: str, criterion: str = "youden"
-) -> ThresholdChoice:
-    """Picks the threshold maximising `criterion` on VALIDATION predictions only.
-
-    split: the name of the split `labels`/`scores` come from; anything but "val", "valid" or
-    "validation" raises ValueError, so a threshold cannot be tuned on test data by accident.
-    Candidates are midpoints between consecutive distinct scores (plus one above the highest and
-    one below the lowest); ties go to the highest threshold. When the criterion is undefined at every
-    candidate (a class missing from validation), the threshold is 0.5 and `value` NaN.
-    """
-    if split not in VALIDATION_SPLITS:
-        raise ValueError(
-            f"thresholds are chosen on validation data only (split one of {VALIDATION_SPLITS}); got {split!r}"
-        )
     if criterion not in THRESHOLD_CRITERIA:
         raise ValueError(f"criterion {criterion!r} is not one of {THRESHOLD_CRITERIA}")
     labels = np.asarray(labels).astype(bool).ravel()
     distinct = np.unique(np.asarray(scores, dtype=np.float64).ravel())[::-1]
     if distinct.size == 0:
-        raise ValueError("no validation predictions to choose a threshold from")
+        return np.empty(0), np.empty(0)
     candidates = np.r_[distinct[0] + 1e-6, (distinct[:-1] + distinct[1:]) / 2, distinct[-1]]
-    values = [_criterion_value(binary_counts(labels, scores, t), criterion) for t in candidates]
-    if np.all(np.isnan(values)):  # e.g. a class absent from validation
-        return ThresholdChoice(0.5, criterion, split)
-    best = int(np.nanargmax(values))
-    return ThresholdChoice(float(candidates[best]), criterion, split, float(values[best]))
+    values = np.array([_criterion_value(binary_counts(labels, scores, t), criterion) for t in candidates])
+    return candidates, values
 
 
 def binary_counts(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
     """(TP, FP, TN, FN) when predicting positive for score >= threshold (our threshold rule).
 
     Counted with NumPy rather than with scikit-learn's `confusion_matrix`, which gives the same
-    counts (pinned by a test) but took ~20x longer here, and `choose_threshold` calls this once per
+    counts (pinned by a test) but took ~20x longer here, and `threshold_sweep` calls this once per
     candidate threshold."""
     labels = np.asarray(labels).astype(bool).ravel()
     predicted = np.asarray(scores).ravel() >= threshold

@@ -75,11 +75,9 @@ def run_info(model_path: str | Path) -> RunInfo:
     )
     metrics_path = run_dir / "eval" / "metrics.json"
     if task != "multiclass" and metrics_path.is_file():
-        choices = json.loads(metrics_path.read_text())["thresholds"]
-        source = f"{choices[0]['criterion']} on {choices[0]['split']}"
-        return dataclasses.replace(
-            info, thresholds=tuple(c["threshold"] for c in choices), threshold_source=source
-        )
+        choice = json.loads(metrics_path.read_text())["threshold"]
+        source = f"{choice['criterion']} on {choice['split']}"
+        return dataclasses.replace(info, thresholds=tuple(choice["thresholds"]), threshold_source=source)
     return info
 
 

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from classification.data import ClassificationInputs, load_split, steps_per_epoch
-from classification.evaluate import evaluate_model
+from classification.evaluate import evaluate_model, model_predict_fn, select_threshold
 from classification.models import build_classifier, unfreeze_top_blocks
 from common.config import TaskConfig
 from common.task import TrainingPlan
@@ -115,7 +115,9 @@ class ClassificationTask:
         return True  # classifiers always select the model and the threshold on validation
 
     def choose_threshold(self, model: keras.Model, config: TaskConfig, run_dir: Path) -> Any:
-        return None  # chosen on validation by `evaluate_model`, at evaluation
+        """Per-output thresholds on validation by `evaluation.criterion`, written to threshold.json (None
+        for a softmax model: argmax needs none)."""
+        return select_threshold(model_predict_fn(model), self.inputs(config), run_dir, config.evaluation.criterion)
 
     def write_bundle(self, best: Path, config: TaskConfig, threshold: Any) -> None:
         """The run folder's config.yaml is the classifier's bundle (`classification.predict.run_info`)."""
@@ -125,7 +127,7 @@ class ClassificationTask:
             model,
             self.inputs(config),
             run_dir / "eval",
-            criterion=config.evaluation.criterion,
+            threshold=threshold,
             n_resamples=config.evaluation.bootstrap_resamples,
             seed=config.runtime.seed,
             run_dir=run_dir,

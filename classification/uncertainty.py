@@ -22,8 +22,8 @@ import numpy as np
 
 from classification.data import ClassificationInputs
 from classification.evaluate import PredictFn, Predictions, evaluate_model
-from classification.metrics import ThresholdChoice
 from common import plots
+from common.thresholds import ThresholdChoice
 from common.training import nested_layers
 
 METHODS = ("ensemble", "mc_dropout")
@@ -118,7 +118,7 @@ def mc_dropout_predict_fn(model: keras.Model, samples: int = 20, seed: int = 0) 
 def correct_predictions(predictions: Predictions, threshold: ThresholdChoice | None) -> np.ndarray:
     """(N,) bool: binary `p >= threshold` equals the label; multiclass argmax equals the label."""
     if predictions.task == "binary":
-        return (predictions.probabilities[:, 0] >= threshold.threshold) == (predictions.targets == 1)
+        return (predictions.probabilities[:, 0] >= threshold.thresholds[0]) == (predictions.targets == 1)
     if predictions.task == "multiclass":
         return predictions.probabilities.argmax(axis=1) == predictions.targets
     raise ValueError("coverage-accuracy is defined for binary and multiclass predictions")

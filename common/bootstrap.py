@@ -1,10 +1,26 @@
-"""Percentile bootstrap confidence intervals, resampling items or whole groups (patients, cases)."""
+"""Percentile bootstrap confidence intervals, resampling items or whole groups (patients, cases),
+and the one shape every report writes an interval in: `ci_entry` -> {"value", "low", "high"}."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+
+
+def ci_entry(value: Any, low: Any = None, high: Any = None) -> dict[str, float | None]:
+    """{"value", "low", "high"} as Python floats: a point value and its 95% interval (None where there
+    is none). NaN (undefined) becomes None, so the entry is valid JSON (null)."""
+    return {"value": _finite_or_none(value), "low": _finite_or_none(low), "high": _finite_or_none(high)}
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
 def bootstrap_ci(

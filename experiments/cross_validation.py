@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from common.bootstrap import ci_entry
 from data_prep.adapters import open_dataset
 from data_prep.io import write_nifti
 from experiments.data import CV_PROTOCOLS, data_record, dataset_root, make_split_table, prepare_data
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, task_config, summary_entry
+from experiments.tasks import Summary, task_config
 from segmentation.bundle import load_segmenter
 from segmentation.train import train_segmenter
 from segmentation.volume_eval import (
@@ -40,13 +41,13 @@ from segmentation.volume_eval import (
 )
 
 RUN_PREFIX = "run:"
-# summary.json key -> (volume_eval summary metric, its statistic)
+# summary.json key -> (volume_eval summary metric, its statistic: "value" is the mean with its CI)
 SUMMARY_KEYS = {
-    "dice_per_case": ("dice", "mean"),
+    "dice_per_case": ("dice", "value"),
     "dice_per_case_sd": ("dice", "sd"),
-    "nsd_per_case": ("nsd", "mean"),
-    "hd95_per_case": ("hd95_mm", "mean"),
-    "dice_per_image": ("slice_dice", "mean"),
+    "nsd_per_case": ("nsd", "value"),
+    "hd95_per_case": ("hd95_mm", "value"),
+    "dice_per_image": ("slice_dice", "value"),
 }
 
 
@@ -127,8 +128,10 @@ def _flat_summary(summary: dict[str, Any]) -> Summary:
         described = summary["metrics"].get(metric)
         if described is None:
             continue
-        low, high = described["ci95"] if statistic == "mean" else (None, None)
-        flat[key] = summary_entry(described[statistic], low, high)
+        if statistic == "value":
+            flat[key] = ci_entry(described["value"], described["low"], described["high"])
+        else:
+            flat[key] = ci_entry(described[statistic])
     return flat
 
 

@@ -3,7 +3,8 @@
 A run folder (written by `experiments.runner`) holds `run.json` (config name, paper, data scale,
 split type, hardware, initialisation, the published keys it is compared with), `experiment.yaml` (the
 resolved config) and `summary.json` ({metric: {"value", "low", "high"}}, 95% bootstrap CI where
-available).
+available: `common.bootstrap.ci_entry`, the one interval shape of every report; the table's
+`ci_low` / `ci_high` columns are its low / high).
 
 Every table line names how our run differs from the published one: split unit, data scale, image size
 and initialisation (beside the row's full-scale config, the paper's settings) and the two metric
@@ -14,8 +15,6 @@ comparison without our value says why (`why_missing`) instead of a bare n/a.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 import yaml
+
+from common.atomic import atomic_path
 
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
 # summary.json keys shown as a run's headline (also as `<part>_<metric>`), in this order
@@ -316,8 +317,6 @@ def plot_table(table: pd.DataFrame, path: Path) -> None:
     axis.set_ylim(0, 1.05)
     axis.legend()
     figure.tight_layout()
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(handle)
-    figure.savefig(temporary, dpi=120)
+    with atomic_path(path, suffix=".png") as temporary:
+        figure.savefig(temporary, dpi=120)
     plt.close(figure)
-    os.replace(temporary, path)

@@ -2,7 +2,7 @@
 by `common.task.train_task` with the row's task inside the strategy, evaluated, and summarised.
 
 The summary (`summary.json` of a run) is flat: metric name -> {"value", "low", "high"} (95% bootstrap
-CI). Classification: accuracy, precision, recall, specificity, f1, roc_auc, pr_auc, and the same with
+CI, `common.bootstrap.ci_entry`, the shape every evaluation report uses). Classification: accuracy, precision, recall, specificity, f1, roc_auc, pr_auc, and the same with
 a `_<modality>` / `_<source>` suffix for subgroups. Segmentation: `<score>_<per_image|pooled|per_case>`
 for dice/iou/precision/recall/specificity of the first mask (plus `dice_<mask>` etc. for every mask),
 `precision` / `recall` (pooled), `dice_infnet_mean`, `max_dice` and `miou` where defined.
@@ -16,6 +16,7 @@ from typing import Any
 import tensorflow as tf
 
 from classification.task import CLASSIFICATION_TASKS
+from common.bootstrap import ci_entry
 from common.config import TaskConfig, replaced
 from common.task import train_task
 from experiments.config import ExperimentConfig
@@ -23,14 +24,6 @@ from experiments.data import PreparedData
 from segmentation.task import SEGMENTATION_TASK
 
 Summary = dict[str, dict[str, float | None]]
-
-
-def summary_entry(value: Any, low: Any = None, high: Any = None) -> dict[str, float | None]:
-    return {
-        "value": None if value is None else float(value),
-        "low": None if low is None else float(low),
-        "high": None if high is None else float(high),
-    }
 
 
 def task_config(config: TaskConfig, tfrecords: list[str], replicas: int = 1, **changes: Any) -> TaskConfig:
@@ -50,16 +43,14 @@ def summarize_classification(report: dict[str, Any]) -> Summary:
         metrics = section.get("macro", section)
         for name, value in metrics.items():
             if isinstance(value, dict) and "value" in value:
-                summary[f"{name}{suffix}"] = summary_entry(
-                    value["value"], value.get("ci_low"), value.get("ci_high")
-                )
+                summary[f"{name}{suffix}"] = ci_entry(value["value"], value["low"], value["high"])
             elif isinstance(value, float | int) and not isinstance(value, bool):
-                summary[f"{name}{suffix}"] = summary_entry(value)
+                summary[f"{name}{suffix}"] = ci_entry(value)
         for class_name, per_class in section.get("per_class", {}).items():
             for name, value in per_class.items():
                 if isinstance(value, dict) and "value" in value:
-                    summary[f"{name}_{class_name}{suffix}"] = summary_entry(
-                        value["value"], value.get("ci_low"), value.get("ci_high")
+                    summary[f"{name}_{class_name}{suffix}"] = ci_entry(
+                        value["value"], value["low"], value["high"]
                     )
 
     add(report["overall"])
@@ -78,8 +69,7 @@ def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
                 continue
             for view, value in views.items():
                 if isinstance(value, dict) and "value" in value:
-                    low, high = value.get("ci95", (None, None))
-                    entry = summary_entry(value["value"], low, high)
+                    entry = ci_entry(value["value"], value["low"], value["high"])
                     summary[f"{score}_{mask}_{view}"] = entry
                     if view == "per_image":
                         summary[f"{score}_{mask}"] = entry
@@ -90,10 +80,10 @@ def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
         if index == 0:
             for key, name in (("infnet_mean_dice", "dice_infnet_mean"), ("max_dice", "max_dice")):
                 if scores.get(key) is not None:
-                    summary[name] = summary_entry(scores[key])
+                    summary[name] = ci_entry(scores[key])
     if metrics.get("miou") is not None:
         miou = metrics["miou"]
-        summary["miou"] = summary_entry(miou["value"] if isinstance(miou, dict) else miou)
+        summary["miou"] = ci_entry(miou["value"] if isinstance(miou, dict) else miou)
     return summary
 
 

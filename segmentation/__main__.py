@@ -174,8 +174,8 @@ def _evaluate_volumes(args: argparse.Namespace) -> None:
     summary = call_with_flags(evaluate_volume_folder, args, *leading, label_values=label_values)
     dice, nsd = summary["metrics"]["dice"], summary["metrics"]["nsd"]
     print(
-        f"{summary['channel']}: 3-D Dice {dice['mean']:.4f} (median {dice['median']:.4f}), "
-        f"NSD@{summary['tolerance_mm']:g}mm {nsd['mean']:.4f} over {summary['n_cases']} cases; wrote {args.out}"
+        f"{summary['channel']}: 3-D Dice {dice['value']:.4f} (median {dice['median']:.4f}), "
+        f"NSD@{summary['tolerance_mm']:g}mm {nsd['value']:.4f} over {summary['n_cases']} cases; wrote {args.out}"
     )
 
 

@@ -24,9 +24,9 @@ import keras
 
 from common.atomic import atomic_write_json
 from common.model_files import load_model_file, require_output_rank
+from common.thresholds import ThresholdChoice
 from data_prep.ct_recipe import CTRecipe, recipe_from_config
 from data_prep.errors import DataError
-from segmentation.thresholds import ThresholdChoice
 from tfrecords.manifest import sha256_file
 from tfrecords.spec import PreprocessSpec
 

@@ -161,6 +161,7 @@ class SegmentationTask:
             run_dir / "eval",
             batch_size=config.data.batch_size,
             seed=config.runtime.seed,
+            n_resamples=config.evaluation.bootstrap_resamples,
         )
 
 

@@ -11,18 +11,17 @@ surface-distance definitions; NSD 1 both empty / 0 one empty, HD95 undefined if 
 and true volume in mL from the header spacing. Per axial slice `array[:, :, k]`: Dice with the same empty rule.
 Default tolerance as in Ma et al.'s benchmark: 1 mm for "lung", 3 mm for lesions and anything else.
 
-Steps: `evaluate_volumes` (pure: pairs -> per-case and per-slice tables, preview strips), `summarize`
-(mean, SD, median, n and a bootstrap 95% CI over cases), `worst_case_montage`, `write_evaluation`
-(cases.csv, slices.csv, summary.json, worst_cases.png into OUT, built in a temporary folder beside it).
+Steps (as nnU-Net's / MONAI's evaluation): compute, `evaluate_volumes` (inference, then `score_case`,
+pure: per-case and per-slice tables, preview strips); aggregate, `summarize` (per metric the mean over
+cases as {"value", "low", "high"} with its bootstrap 95% CI, plus SD, median and n) and
+`worst_case_montage`; write, `write_evaluation` (cases.csv, slices.csv, summary.json, worst_cases.png
+into OUT, staged beside it and moved in only when all are written: `common.atomic.staged_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,8 @@ import numpy as np
 import pandas as pd
 from nibabel import orientations
 
-from common.bootstrap import bootstrap_ci
+from common.atomic import staged_folder
+from common.bootstrap import bootstrap_ci, ci_entry
 from data_prep.adapters.zenodo import case_id
 from data_prep.errors import DataError
 from data_prep.io import (
@@ -54,7 +54,6 @@ from segmentation.predict import (
     binarize,
     load_segmenter,
     volume_probabilities,
-    write_png,
 )
 
 LUNG_CHANNELS = ("lung", "lungs")
@@ -71,7 +70,8 @@ DEFINITIONS = {
     "pred_ml, true_ml": "voxel count x voxel volume from the image header spacing, in mL",
     "slice_dice": "Dice of each axial slice array[:, :, k], same empty rule as dice; summarised over all "
     "slices, CI resampling cases",
-    "ci95": "2.5th and 97.5th percentiles of the mean over bootstrap resamples of cases",
+    "value": "the mean over cases (slices for slice_dice) of the defined values",
+    "low, high": "2.5th and 97.5th percentiles of the mean over bootstrap resamples of cases",
 }
 
 
@@ -236,7 +236,11 @@ def predicted_mask(segmenter: Segmenter, probs: np.ndarray, index: int) -> np.nd
 def score_case(
     pred: np.ndarray, truth: np.ndarray, spacing_mm: Sequence[float], tolerance_mm: float
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """bool (X, Y, Z) prediction and truth -> (case metrics, per-slice table over axis 2)."""
+    """bool (X, Y, Z) prediction and truth -> (case metrics, per-slice table over axis 2); pure.
+
+    Case metrics: dice (1 when both masks are empty), nsd at `tolerance_mm` (1 both empty, 0 exactly
+    one empty), hd95_mm (NaN, undefined, when either is empty), pred_ml and true_ml (voxels x voxel
+    volume from `spacing_mm`). Per slice: pred_voxels, true_voxels and dice (same empty rule)."""
     counts = metrics.confusion_counts(pred[None, ..., None], truth[None, ..., None])
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     case = {
@@ -342,23 +346,24 @@ def _finite_or_none(value: float) -> float | None:
 def _describe(
     values: np.ndarray, seed: int, n_resamples: int, groups: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """mean, SD (ddof 1), median, n (defined values) and a bootstrap 95% CI of the mean; NaN -> None."""
+    """{"value" (mean), "low", "high" (bootstrap 95% CI of the mean), "sd" (ddof 1), "median", "n"
+    (defined values)} of `values`, NaN (undefined) values left out; NaN results are None."""
     defined = values[~np.isnan(values)]
     _, low, high = bootstrap_ci(metrics.nanmean, values, n_resamples=n_resamples, seed=seed, groups=groups)
     return {
-        "mean": _finite_or_none(float(metrics.nanmean(values))),
+        **ci_entry(metrics.nanmean(values), low, high),
         "sd": _finite_or_none(float(np.std(defined, ddof=1))) if defined.size > 1 else None,
         "median": _finite_or_none(float(np.median(defined))) if defined.size else None,
         "n": int(defined.size),
-        "ci95": [_finite_or_none(low), _finite_or_none(high)],
     }
 
 
 def summarize(
     cases: pd.DataFrame, seed: int = 0, n_resamples: int = 1000, slices: pd.DataFrame | None = None
 ) -> dict[str, Any]:
-    """Per metric of `SUMMARY_METRICS` over cases: mean, SD, median, n, ci95 (bootstrap over cases,
-    `common.bootstrap`); with `slices`, the same for the per-slice Dice, resampling whole cases.
+    """Per metric of `SUMMARY_METRICS` over cases: the mean with its 95% CI ({"value", "low", "high"},
+    bootstrap over cases, `common.bootstrap`), SD, median and n; with `slices`, the same for the
+    per-slice Dice, resampling whole cases.
     Undefined values (HD95 of an empty mask) are left out and counted in n; NaN results are None."""
     summary: dict[str, Any] = {
         "n_cases": len(cases),
@@ -381,14 +386,6 @@ def worst_case_montage(evaluation: VolumeEvaluation, worst: int) -> np.ndarray |
     return np.vstack(strips) if strips else None
 
 
-def _write_into(folder: Path, cases, slices, summary, montage) -> None:
-    cases.to_csv(folder / "cases.csv", index=False)
-    slices.to_csv(folder / "slices.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    if montage is not None:
-        write_png(folder / "worst_cases.png", montage)
-
-
 def write_evaluation(
     out: str | Path,
     cases: pd.DataFrame,
@@ -396,26 +393,15 @@ def write_evaluation(
     summary: dict[str, Any],
     montage: np.ndarray | None = None,
 ) -> Path:
-    """Writes cases.csv, slices.csv, summary.json and worst_cases.png (BGR uint8 montage, if given) to `out`:
-    all of them into a temporary folder beside it first, then renamed into place (per file when `out` exists)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        _write_into(temporary, cases, slices, summary, montage)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in temporary.iterdir():  # mkstemp / mkdtemp create them private (0600 / 0700)
-            path.chmod(0o666 & ~umask)
-        temporary.chmod(0o777 & ~umask)
-        if out.is_dir():
-            for path in temporary.iterdir():
-                os.replace(path, out / path.name)
-        else:
-            os.replace(temporary, out)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
-    return out
+    """Writes cases.csv, slices.csv, summary.json and worst_cases.png (BGR uint8 montage, if given) into
+    `out` all-or-nothing: staged in a folder beside it, then moved in (files of the same name replaced)."""
+    with staged_folder(out) as folder:
+        cases.to_csv(folder / "cases.csv", index=False)
+        slices.to_csv(folder / "slices.csv", index=False)
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if montage is not None and not cv2.imwrite(str(folder / "worst_cases.png"), montage):
+            raise ValueError(f"PNG encoding failed for a montage of shape {montage.shape}")
+    return Path(out)
 
 
 def evaluate_volume_folder(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
+from common.bootstrap import ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
@@ -174,7 +175,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         ("transfer_loaded_layers", len(report.loaded)),
         ("transfer_loaded_parameters", report.loaded_parameters),
     ):
-        summary[name] = {"value": float(value), "low": None, "high": None}
+        summary[name] = ci_entry(value)
     return summary
 
 

@@ -29,12 +29,12 @@ import pandas as pd
 
 from classification.train import train_classifier
 from common.atomic import atomic_write_bytes
-from common.bootstrap import bootstrap_cis
+from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
-from experiments.tasks import Summary, summary_entry, task_config
+from experiments.tasks import Summary, task_config
 from segmentation import metrics
 from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs
@@ -289,8 +289,8 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     single = _train_single(context, data)
     recogniser, recogniser_report = _train_recogniser(context, data, manifestations)
     gate_thresholds = {
-        name: float(choice["threshold"])
-        for name, choice in zip(manifestations, recogniser_report["thresholds"], strict=True)
+        name: float(threshold)
+        for name, threshold in zip(manifestations, recogniser_report["threshold"]["thresholds"], strict=True)
     }
     pipeline = GatedStreams(
         recogniser,
@@ -330,9 +330,9 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         seed=config.runtime.seed,
         groups=test.case_ids,
     )
-    summary: Summary = {name: summary_entry(*values) for name, values in intervals.items()}
+    summary: Summary = {name: ci_entry(*values) for name, values in intervals.items()}
     ungated_scores = _scores(_parts(counts["ungated"]), manifestations, "ungated")
-    summary.update({name: summary_entry(value) for name, value in ungated_scores.items()})
+    summary.update({name: ci_entry(value) for name, value in ungated_scores.items()})
     timing = {
         "gated_seconds": gated.seconds,
         "ungated_seconds": ungated.seconds,
@@ -345,7 +345,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         "stream_runs": int(sum(int(ran.sum()) for ran in gated.ran.values())),
         "stream_runs_possible": len(images) * len(manifestations),
     }
-    summary.update({name: summary_entry(value) for name, value in timing.items()})
+    summary.update({name: ci_entry(value) for name, value in timing.items()})
 
     per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
     atomic_write_bytes(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
@@ -370,4 +370,4 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
 
 def _recogniser_section(report: dict[str, Any]) -> dict[str, Any]:
     """The recogniser's test metrics and thresholds, as its evaluation reported them."""
-    return {"thresholds": report["thresholds"], "overall": report["overall"]}
+    return {"threshold": report["threshold"], "overall": report["overall"]}

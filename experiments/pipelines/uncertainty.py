@@ -35,9 +35,9 @@ from classification.train import train_classifier
 from common.config import TaskConfig, replaced
 from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
 from common import plots
-from common.bootstrap import bootstrap_cis
+from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.data import PreparedData
-from experiments.tasks import Summary, summarize_classification, summary_entry, task_config
+from experiments.tasks import Summary, summarize_classification, task_config
 
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
@@ -78,7 +78,7 @@ def coverage_summary(predictions_csv: Path, n_resamples: int, seed: int, prefix:
     intervals = bootstrap_cis(
         coverage_metrics, correct, entropy, n_resamples=n_resamples, seed=seed, groups=groups
     )
-    return {f"{prefix}{name}": summary_entry(*values) for name, values in intervals.items()}
+    return {f"{prefix}{name}": ci_entry(*values) for name, values in intervals.items()}
 
 
 def plot_coverage(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
@@ -153,7 +153,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
                     if key in method_summary
                 }
             )
-        summary[f"{prefix}mean_entropy"] = summary_entry(report["uncertainty"]["mean_entropy"])
+        summary[f"{prefix}mean_entropy"] = ci_entry(report["uncertainty"]["mean_entropy"])
         summary.update(
             coverage_summary(out_dir / "predictions.csv", evaluation.bootstrap_resamples, base.runtime.seed, prefix)
         )

@@ -6,16 +6,16 @@ from sklearn import metrics as sk
 
 from classification.metrics import (
     BINARY_METRICS,
-    ThresholdChoice,
     average_precision,
     binary_metrics,
-    choose_threshold,
     confusion_matrix,
     multiclass_metrics,
     pr_curve,
     roc_auc,
     roc_curve,
+    threshold_sweep,
 )
+from common.thresholds import ThresholdChoice, ThresholdSplitError, choose_threshold
 
 # Positives score 0.9, 0.6, 0.4; negatives 0.6 (a tie with a positive), 0.3, 0.1.
 LABELS = np.array([1, 1, 0, 1, 0, 0])
@@ -69,29 +69,47 @@ def test_multiclass_hand_values():
     assert metrics["macro_roc_auc"] == pytest.approx((1 + 1 + 0.625) / 3)
 
 
+def choose(labels, scores, split, criterion="youden") -> ThresholdChoice:
+    candidates, values = threshold_sweep(labels, scores, criterion)
+    return choose_threshold([candidates], [values], split, criterion)
+
+
+def test_threshold_sweep_hand_values():
+    candidates, values = threshold_sweep(LABELS, SCORES)
+    np.testing.assert_allclose(candidates, [0.9 + 1e-6, 0.75, 0.5, 0.35, 0.2, 0.1])
+    # Youden J = sensitivity + specificity - 1 at each candidate.
+    np.testing.assert_allclose(values, [0, 1 / 3, 1 / 3, 2 / 3, 1 / 3, 0], atol=1e-12)
+    with pytest.raises(ValueError, match="criterion 'auc' is not one of"):
+        threshold_sweep(LABELS, SCORES, "auc")
+
+
 def test_threshold_chosen_on_validation_by_youden():
-    choice = choose_threshold(LABELS, SCORES, split="val")
+    choice = choose(LABELS, SCORES, split="val")
     # Midpoint 0.35 keeps all positives and one false positive: J = 1 + 2/3 - 1.
-    assert choice == ThresholdChoice(pytest.approx(0.35), "youden", "val", pytest.approx(2 / 3))
+    assert choice == ThresholdChoice(
+        (pytest.approx(0.35),), "val", "youden", "pooled", (pytest.approx(2 / 3),)
+    )
 
 
 @pytest.mark.parametrize("split", ["test", "train", "Test"])
 def test_threshold_cannot_be_chosen_on_other_splits(split):
-    with pytest.raises(ValueError, match=f"thresholds are chosen on validation data only .*got '{split}'"):
-        choose_threshold(LABELS, SCORES, split=split)
+    with pytest.raises(
+        ThresholdSplitError, match=f"thresholds are chosen on validation data only .*not on '{split}'"
+    ):
+        choose(LABELS, SCORES, split=split)
 
 
 def test_threshold_cannot_be_applied_to_the_split_it_came_from():
-    choice = choose_threshold(LABELS, SCORES, split="validation")
+    choice = choose(LABELS, SCORES, split="validation")
     choice.check_applicable_to("test")
-    with pytest.raises(ValueError, match="threshold was chosen on split 'validation'"):
+    with pytest.raises(ThresholdSplitError, match="threshold was chosen on split 'validation'"):
         choice.check_applicable_to("validation")
     ThresholdChoice.fixed(0.5).check_applicable_to("test")
 
 
 def test_threshold_falls_back_to_half_when_validation_lacks_a_class():
-    choice = choose_threshold([0, 0, 0], [0.2, 0.4, 0.9], split="val")
-    assert choice.threshold == 0.5 and np.isnan(choice.value)
+    choice = choose([0, 0, 0], [0.2, 0.4, 0.9], split="val")
+    assert choice.thresholds == (0.5,) and np.isnan(choice.validation_scores[0])
 
 
 # Pinned to the reference: scikit-learn on random scores with many ties, plus a brute-force check

@@ -80,7 +80,7 @@ def test_recogniser_trains_with_per_class_validation_thresholds(tmp_path):
     config.evaluation.bootstrap_resamples = 20
     config.runtime.deterministic, config.runtime.precision = True, "float32"
     report = train_recogniser(config, tmp_path / "run")["metrics"]
-    assert [t["split"] for t in report["thresholds"]] == ["val"] * 3
+    assert report["threshold"]["split"] == "val" and len(report["threshold"]["thresholds"]) == 3
     assert list(report["overall"]["per_class"]) == ["ggo", "consolidation", "effusion"]
     assert report["overall"]["per_class"]["effusion"]["roc_auc"]["value"] is None  # never present
     per_class, macro = report["overall"]["per_class"], report["overall"]["macro"]
@@ -93,4 +93,4 @@ def test_recogniser_trains_with_per_class_validation_thresholds(tmp_path):
             ]
         )
         assert macro[metric]["value"] == pytest.approx(expected)
-        assert macro[metric]["ci_low"] <= macro[metric]["value"] <= macro[metric]["ci_high"]
+        assert macro[metric]["low"] <= macro[metric]["value"] <= macro[metric]["high"]

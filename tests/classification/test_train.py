@@ -7,6 +7,7 @@ from classification.data import ClassificationInputs
 from classification.task import CLASSIFICATION_TASKS
 from classification.train import train_classifier
 from common.config import ConfigError, TaskConfig, from_dict, load_task_config, replaced
+from common.thresholds import ThresholdChoice
 from tests.classification.tiny_data import tiny_ct
 
 
@@ -68,7 +69,8 @@ def test_single_stage_run_writes_model_history_and_evaluation(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["name"] == "plain_cnn" and saved["training"]["class_weight"] == "balanced"
     metrics = result["metrics"]
-    assert metrics["split"] == "test" and metrics["thresholds"][0]["split"] == "val"
+    assert metrics["split"] == "test" and metrics["threshold"]["split"] == "val"
+    assert ThresholdChoice.load(run / "threshold.json").summary() == metrics["threshold"]  # chosen in training
     # Bright vs dark images: a 3-epoch CNN separates the 8 test images.
     assert metrics["overall"]["roc_auc"]["value"] >= 0.9
     for name in (

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from common.bootstrap import bootstrap_ci, bootstrap_cis
+from common.bootstrap import bootstrap_ci, bootstrap_cis, ci_entry
 
 
 def accuracy(labels, predictions):
@@ -66,3 +66,9 @@ def test_several_metrics_resampled_together_match_single_runs():
     both = bootstrap_cis(lambda x: {"mean": x.mean(), "max": x.max()}, values, n_resamples=100, seed=5)
     assert both["mean"] == bootstrap_ci(np.mean, values, n_resamples=100, seed=5)
     assert both["max"] == bootstrap_ci(np.max, values, n_resamples=100, seed=5)
+
+
+def test_ci_entry_is_the_one_interval_shape():
+    assert ci_entry(np.float32(0.5), 0.25, 0.75) == {"value": 0.5, "low": 0.25, "high": 0.75}
+    assert ci_entry(float("nan"), float("nan"), float("nan")) == {"value": None, "low": None, "high": None}
+    assert ci_entry(3) == {"value": 3.0, "low": None, "high": None}

@@ -8,9 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation.evaluate import SplitPredictions, evaluate_predictions, evaluate_segmenter, predict_split
+from common.thresholds import ThresholdChoice, ThresholdSplitError
+from segmentation.evaluate import (
+    SplitPredictions,
+    evaluate_predictions,
+    evaluate_segmenter,
+    predict_split,
+    score_predictions,
+    summarize_scores,
+    write_report,
+)
 from segmentation.predict import Segmenter
-from segmentation.thresholds import ThresholdChoice, ThresholdSplitError
 from tests.segmentation.seg_helpers import bright_pixel_model, write_disks
 from tfrecords.spec import PreprocessSpec
 
@@ -43,7 +51,8 @@ def test_evaluate_writes_files_and_exact_values_for_a_perfect_model(tmp_path, di
         for average in ("per_image", "pooled", "per_case"):
             assert infection[score][average] == {
                 "value": 1.0,
-                "ci95": [1.0, 1.0],
+                "low": 1.0,
+                "high": 1.0,
                 **({"n_undefined": 0} if average == "per_image" else {}),
             }, (score, average)
     assert infection["hd95"]["value"] == 0.0 and infection["hd95"]["n_undefined"] == 0
@@ -71,7 +80,7 @@ def test_per_image_pooled_and_per_case_agree_with_the_csvs(tmp_path, disks):
     truth, pred = per_image["lung_truth_px"].sum(), per_image["lung_pred_px"].sum()
     # The prediction (disk) lies inside the truth (square): TP = predicted pixels.
     assert dice["pooled"]["value"] == pytest.approx(2 * pred / (truth + pred))
-    assert dice["per_image"]["ci95"][0] <= dice["per_image"]["value"] <= dice["per_image"]["ci95"][1]
+    assert dice["per_image"]["low"] <= dice["per_image"]["value"] <= dice["per_image"]["high"]
     assert report["masks"]["lung"]["precision"]["pooled"]["value"] == 1.0
 
 
@@ -79,7 +88,7 @@ def test_threshold_from_the_evaluated_split_is_refused(tmp_path, disks):
     model = bright_pixel_model()
     predictions = predict_split(model, disks, "val", ["infection"])
     val_choice = ThresholdChoice(thresholds=(0.5,), split="val")
-    with pytest.raises(ThresholdSplitError, match="chosen on 'val', the split being evaluated"):
+    with pytest.raises(ThresholdSplitError, match="chosen on split 'val', the split being evaluated"):
         evaluate_predictions(predictions, ("infection",), val_choice, "val", tmp_path)
     with pytest.raises(ThresholdSplitError):
         ThresholdChoice(thresholds=(0.5,), split="test")
@@ -130,3 +139,35 @@ def test_surface_metrics_in_mm_with_a_pixel_spacing(tmp_path):
         in_mm["masks"]["lesion"]["hd95"]["value"] == 1.5 and in_mm["masks"]["lesion"]["hd95"]["unit"] == "mm"
     )
     assert in_mm["masks"]["lesion"]["nsd"]["value"] == 1.0
+
+
+def test_compute_aggregate_and_write_are_separate_steps(tmp_path):
+    truth = np.zeros((2, 8, 8, 1), np.uint8)
+    truth[0, :4, :4] = 1  # image b has an empty truth
+    probs = np.zeros((2, 8, 8, 1), np.float32)
+    probs[0, :4, :2], probs[1, 0, 0] = 0.9, 0.8  # half of a's square; one false pixel on b
+    predictions = SplitPredictions(
+        np.zeros((2, 8, 8), np.float32), probs, truth, np.array(["a", "b"]), np.array(["p", "p"])
+    )
+    choice = ThresholdChoice.fixed(0.5)
+    scores = score_predictions(predictions, ("lesion",), choice)
+    assert not any(tmp_path.iterdir())  # computing writes nothing
+    # a: TP 8, FN 8 -> Dice 16/24; b: FP 1 on an empty truth -> Dice 0, recall undefined.
+    np.testing.assert_allclose(scores.per_image["lesion_dice"], [2 / 3, 0.0])
+    assert np.isnan(scores.per_image["lesion_recall"][1]) and np.isnan(scores.hd95[1, 0])
+    # One case p: counts summed, TP 8, FP 1, FN 8 -> Dice 16/25.
+    assert scores.per_case["lesion_dice"].tolist() == [pytest.approx(16 / 25)]
+    report = summarize_scores(scores, choice, "test", n_resamples=50)
+    dice = report["masks"]["lesion"]["dice"]
+    assert dice["per_image"]["value"] == pytest.approx(1 / 3) and dice["per_case"]["value"] == pytest.approx(
+        16 / 25
+    )
+    assert report["masks"]["lesion"]["recall"]["per_image"]["n_undefined"] == 1
+    assert report["overlays"]["worst"]["key"] == "b" and report["overlays"]["best"]["key"] == "a"
+    written = write_report(tmp_path, report, scores, predictions.images)
+    assert written == json.loads((tmp_path / "metrics.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == [
+        "best_a.png",
+        "median_a.png",  # order[N // 2] of (b, a)
+        "worst_b.png",
+    ]

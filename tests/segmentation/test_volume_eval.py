@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 from common.bootstrap import bootstrap_ci
+from common.thresholds import ThresholdChoice
 from segmentation import metrics
 from segmentation.__main__ import main
 from segmentation.predict import Segmenter
-from segmentation.thresholds import ThresholdChoice
 from segmentation.volume_eval import (
     CAPTION,
     PREVIEW_SLICES,
@@ -140,12 +140,12 @@ def test_summary_and_montage(tmp_path):
     summary = summarize(result.cases, seed=3, n_resamples=200, slices=result.slices)
     dice = summary["metrics"]["dice"]
     values = np.array([(N - 1) / N, 0.0, 1.0])
-    assert dice["n"] == 3 and dice["mean"] == pytest.approx(values.mean())
+    assert dice["n"] == 3 and dice["value"] == pytest.approx(values.mean())
     assert dice["median"] == pytest.approx((N - 1) / N) and dice["sd"] == pytest.approx(values.std(ddof=1))
     _, low, high = bootstrap_ci(metrics.nanmean, result.cases["dice"].to_numpy(), n_resamples=200, seed=3)
-    assert dice["ci95"] == [low, high] and low <= dice["mean"] <= high
+    assert (dice["low"], dice["high"]) == (low, high) and low <= dice["value"] <= high
     hd95 = summary["metrics"]["hd95_mm"]
-    assert hd95["n"] == 2 and hd95["mean"] == pytest.approx(0.25)  # the missed case is left out
+    assert hd95["n"] == 2 and hd95["value"] == pytest.approx(0.25)  # the missed case is left out
     assert summary["metrics"]["slice_dice"]["n"] == 3 * SHAPE[2]
     montage = worst_case_montage(result, worst=2)
     assert montage.shape == (2 * (CAPTION + TILE), PREVIEW_SLICES * TILE, 3) and montage.dtype == np.uint8
