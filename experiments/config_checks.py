@@ -8,6 +8,7 @@ from typing import Any
 
 from common.training_config import LR_SCHEDULES
 from experiments.config import STRATEGIES, ConfigError, ExperimentConfig
+from experiments.pipelines import check_pipeline_name
 
 TASKS = ("binary", "multiclass", "multilabel", "segmentation")
 SPLITS = ("publisher", "patient", "file")
@@ -52,6 +53,8 @@ def check_config(config: ExperimentConfig) -> ExperimentConfig:
         if set(source) != {"dataset", "root"}:
             raise ConfigError(f"data.extra[{index}]: needs exactly dataset and root, got {sorted(source)}")
     _one_of("model.task", model.task, TASKS)
+    if config.pipeline:
+        check_pipeline_name(config.pipeline)
     _at_least("training.epochs", training.epochs, 1)
     _at_least("training.fine_tune_epochs", training.fine_tune_epochs, 0)
     _at_least("training.unfreeze_top_blocks", training.unfreeze_top_blocks, 0)

@@ -43,6 +43,7 @@ from common.plots import plt, save_figure
 from common.training import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
+from experiments.pipelines import register_pipeline
 from experiments.run_folder import write_json
 from experiments.tasks import (
     Summary,
@@ -326,6 +327,7 @@ def plot_variants(folders: Mapping[str, Path], out_path: Path, split: str = "tes
     return save_figure(figure, out_path)
 
 
+@register_pipeline("lung_then_classify")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """One S4 row: the cached lung segmenter and variants, then the classifier on the row's variant."""
     config = context.config

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
+from experiments.pipelines import register_pipeline
 from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
@@ -40,7 +41,7 @@ from segmentation.evaluate import evaluate_segmenter
 from segmentation.predict import load_segmenter
 from segmentation.train import SegmentationConfig, build_model, train_segmenter
 
-if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
 INITS = ("nodule", "imagenet", "scratch")
@@ -143,6 +144,7 @@ def _init_of(config: ExperimentConfig) -> str:
     return init
 
 
+@register_pipeline("nodule_transfer")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains and evaluates one transfer row (see the module docstring); returns its summary, with
     `transfer_loaded_layers` and `transfer_loaded_parameters` (0 unless init is "nodule")."""

@@ -31,6 +31,7 @@ from classification.train import train_classifier
 from common.bootstrap import bootstrap_cis
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
+from experiments.pipelines import register_pipeline
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, classification_config, segmentation_config, summary_entry
@@ -39,7 +40,7 @@ from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
 from segmentation.train import train_segmenter
 
-if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
 # Label-map values follow MedSeg: 1 = GGO, 2 = consolidation, 3 = pleural effusion.
@@ -291,6 +292,7 @@ def _per_image_table(
     return table
 
 
+@register_pipeline("streams")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """The `s0_streams` row (see the module docstring); returns the summary and writes streams.json."""
     config = context.config
