@@ -15,8 +15,6 @@ majority label (ties broken by the alphabetically first label). Everything is de
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_path
 from data_prep.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -214,14 +213,8 @@ def save_split(table: pd.DataFrame, path: str | Path) -> None:
     if not path.parent.is_dir():
         raise DataError(path.parent, "output folder does not exist")
     columns = [*REQUIRED_COLUMNS[:3], "group_kind", "split"] + (["fold"] if "fold" in table.columns else [])
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            table[columns].to_csv(handle, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        table[columns].to_csv(temporary, index=False)
 
 
 def load_split(path: str | Path) -> pd.DataFrame:

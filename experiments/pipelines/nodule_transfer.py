@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
+from common.atomic import atomic_path
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines import register_pipeline
@@ -213,8 +214,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = pretrain_nodule(config, data_dir, args.cache_dir or out.parent / ".cache")
-    temporary = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(checkpoint, temporary)
-    os.replace(temporary, out)
+    with atomic_path(out) as temporary:
+        shutil.copyfile(checkpoint, temporary)
     print(f"nodule pretraining ({pretrain_options(config)['dataset']}): {out}")
     return 0

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from classification.train import train_classifier
+from common.atomic import atomic_write_bytes
 from common.bootstrap import bootstrap_cis
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
@@ -37,7 +38,7 @@ from experiments.run_folder import write_json
 from experiments.tasks import Summary, classification_config, segmentation_config, summary_entry
 from segmentation import metrics
 from segmentation.evaluate import SplitPredictions, predict_split
-from segmentation.predict import Segmenter, load_segmenter, predict_probs, write_bytes_atomic
+from segmentation.predict import Segmenter, load_segmenter, predict_probs
 from segmentation.train import train_segmenter
 
 if TYPE_CHECKING:  # the runner imports the pipelines
@@ -362,7 +363,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     summary.update({name: summary_entry(value) for name, value in timing.items()})
 
     per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
-    write_bytes_atomic(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
+    atomic_write_bytes(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
     write_json(
         context.run_dir / "streams.json",
         {
