@@ -29,7 +29,7 @@ from data_prep.adapters import open_dataset
 from data_prep.adapters.base import DatasetAdapter
 from data_prep.errors import DataError
 from data_prep.records import MANIFESTATIONS, MASK_NAMES, Record
-from data_prep.splits import check_no_leakage, check_record_ids, load_split, patient_split
+from data_prep.splits import POLICY_COLUMNS, check_no_leakage, check_record_ids, load_split, policy_split
 from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
 from tfrecords.reader import read_examples
@@ -150,18 +150,14 @@ def _split_table(
         # The split file's patient id is the authority for grouping where it gives one.
         table["patient_id"] = table["patient_id"].fillna(pd.Series([item.patient_id for item in encoded]))
         source = "file"
-    elif all(item.split is not None for item in encoded):
-        ids = [item.patient_id for item in encoded]
-        table = pd.DataFrame({"key": keys, "patient_id": ids, "split": [item.split for item in encoded]})
-        source = "publisher"
-    elif any(item.split is not None for item in encoded):
-        raise DataError(adapter.root, "some records have a publisher split and some do not; pass --split")
-    else:
-        rows = [(item.key, item.patient_id, "+".join(item.labels)) for item in encoded]
+    else:  # the publisher's splits as they are, else a patient-wise 70/15/15 split
         id_kind = "inferred" if adapter.patient_ids == "inferred" else "patient"
-        table = patient_split(rows, seed=seed, id_kind=id_kind)
+        rows = pd.DataFrame(
+            [(item.key, item.patient_id, "+".join(item.labels), item.split, id_kind) for item in encoded],
+            columns=list(POLICY_COLUMNS),
+        )
+        table, source = policy_split(rows, "publisher", 0.15, 0.15, seed, complete=False, where=adapter.root)
         table = table.set_index("key", drop=False).loc[keys].reset_index(drop=True)
-        source = "patient-wise"
     table["patient_id"] = table["patient_id"].fillna(table["key"])
     check_no_leakage(table[["key", "patient_id", "split"]], split_file or adapter.root)
     if split_file is not None:  # a file may regroup records, but not separate a patient they name
