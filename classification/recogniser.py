@@ -5,8 +5,9 @@ Labels come from the segmentation masks: a slice shows a manifestation when the 
 has at least `min_pixels` foreground pixels at the stored resolution of the TFRecords (so a few
 stray pixels of annotation do not count). The model has one sigmoid unit per manifestation; each
 unit's decision threshold is chosen on the validation split (Youden's J by default) and applied to
-the test split. Training, resuming and evaluation are those of `classification.train`; as a run
-config:
+the test split. Training, resuming and evaluation are those of `classification.train`.
+`recogniser_data` gives the data fields that make any classification run the recogniser (the S0
+streams pipeline adds them to its row's run config); `recogniser_config` is a whole run config:
 
     run_dir: runs/recogniser
     data:
@@ -45,6 +46,19 @@ def slice_manifestations(
     return tuple(name for name in names if name in masks and int(np.count_nonzero(masks[name])) >= min_pixels)
 
 
+def recogniser_data(
+    manifestations: Sequence[str] = MANIFESTATIONS, min_pixels: int = DEFAULT_MIN_PIXELS
+) -> dict[str, Any]:
+    """The `DataConfig` fields of a recogniser: multi-label targets, one per manifestation, from masks
+    of at least `min_pixels` pixels."""
+    return {
+        "task": "multilabel",
+        "class_names": list(manifestations),
+        "label_map": {},
+        "mask_label_min_pixels": min_pixels,
+    }
+
+
 def recogniser_config(
     tfrecords: str | Path | Sequence[str | Path],
     run_dir: str | Path,
@@ -56,13 +70,7 @@ def recogniser_config(
 ) -> RunConfig:
     """A run config for the recogniser; `data_options` are further `DataConfig` fields (image_size, ...)."""
     folders = [str(tfrecords)] if isinstance(tfrecords, str | Path) else [str(f) for f in tfrecords]
-    data = DataConfig(
-        tfrecords=folders,
-        task="multilabel",
-        class_names=list(manifestations),
-        mask_label_min_pixels=min_pixels,
-        **data_options,
-    )
+    data = DataConfig(tfrecords=folders, **recogniser_data(manifestations, min_pixels), **data_options)
     return RunConfig(str(run_dir), data, model or ModelConfig(name="plain_cnn"), training or TrainingConfig())
 
 
