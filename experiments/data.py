@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_write_text
 from data_prep import phantoms
 from data_prep.adapters import open_dataset
 from data_prep.ct_recipe import CTRecipe, apply_recipe, recipe_from_config
@@ -242,7 +243,7 @@ def prepare_source(
         records_transform=transform,
         transform_record=transform_record,
     )
-    split_type_file.write_text(split_type + "\n")
+    atomic_write_text(split_type_file, split_type + "\n")
     return manifest, split_type
 
 
