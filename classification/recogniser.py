@@ -5,8 +5,9 @@ Labels come from the segmentation masks: a slice shows a manifestation when the 
 has at least `min_pixels` foreground pixels at the stored resolution of the TFRecords (so a few
 stray pixels of annotation do not count). The model has one sigmoid unit per manifestation; each
 unit's decision threshold is chosen on the validation split (Youden's J by default) and applied to
-the test split. Training, resuming and evaluation are those of `classification.train`; as a run
-config tree:
+the test split. Training, resuming and evaluation are those of `classification.train`.
+`recogniser_data` gives the data fields that make any classification run the recogniser (the S0
+streams pipeline adds them to its row's run config); `recogniser_config` is a whole config tree:
 
     data:
       tfrecords: [data/tfrecords/medseg]    # CT slices with ggo / consolidation / effusion masks
@@ -43,6 +44,20 @@ def slice_manifestations(
     return tuple(name for name in names if name in masks and int(np.count_nonzero(masks[name])) >= min_pixels)
 
 
+def recogniser_data(
+    manifestations: Sequence[str] = MANIFESTATIONS, min_pixels: int = DEFAULT_MIN_PIXELS
+) -> dict[str, Any]:
+    """The config-tree changes (dotted keys, for `common.config.replaced`) that make a classification
+    run the recogniser: multi-label targets, one per manifestation, from masks of at least `min_pixels`
+    pixels."""
+    return {
+        "model.task": "multilabel",
+        "data.label_names": list(manifestations),
+        "data.label_map": {},
+        "data.mask_label_min_pixels": min_pixels,
+    }
+
+
 def recogniser_config(
     tfrecords: str | Path | Sequence[str | Path],
     manifestations: Sequence[str] = MANIFESTATIONS,
@@ -53,11 +68,12 @@ def recogniser_config(
 ) -> TaskConfig:
     """The recogniser's config tree; `data_options` are further `DataConfig` fields (image_size, ...)."""
     folders = [str(tfrecords)] if isinstance(tfrecords, str | Path) else [str(f) for f in tfrecords]
-    data = DataConfig(
-        tfrecords=folders, label_names=list(manifestations), mask_label_min_pixels=min_pixels, **data_options
+    config = TaskConfig(
+        data=DataConfig(tfrecords=folders, **data_options),
+        model=model or ModelConfig(name="plain_cnn"),
+        training=training or TrainingConfig(),
     )
-    model = replaced(model or ModelConfig(name="plain_cnn"), task="multilabel")
-    return TaskConfig(data=data, model=model, training=training or TrainingConfig())
+    return replaced(config, **recogniser_data(manifestations, min_pixels))
 
 
 def train_recogniser(

@@ -15,8 +15,6 @@ majority label (ties broken by the alphabetically first label). Everything is de
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_path
 from data_prep.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -141,6 +140,61 @@ def patient_split(
     return table.drop(columns="group")
 
 
+POLICY_COLUMNS = ("key", "patient_id", "label", "publisher", "kind")
+TABLE_COLUMNS = ("key", "patient_id", "label", "group_kind", "split")
+
+
+def _fresh_split(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
+    grouped = rows[["key", "patient_id", "label", "kind"]].itertuples(index=False)
+    return patient_split(grouped, val=val, test=test, seed=seed)[list(TABLE_COLUMNS)]
+
+
+def _as_published(rows: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    """`rows` (in their order) with the given splits; group_kind "image" where a row has no id."""
+    has_id = rows["patient_id"].notna() & (rows["patient_id"] != "")
+    table = rows.assign(group_kind=rows["kind"].where(has_id, "image"), split=split)
+    return table[list(TABLE_COLUMNS)].reset_index(drop=True)
+
+
+def policy_split(
+    rows: pd.DataFrame,
+    mode: str,
+    val: float,
+    test: float,
+    seed: int,
+    complete: bool,
+    where: str | Path = "records",
+) -> tuple[pd.DataFrame, str]:
+    """The one split policy: (split table with columns `TABLE_COLUMNS`, how it was made).
+
+    rows: one per record with `POLICY_COLUMNS`: key, patient_id (the group id, or None), label,
+    publisher (the publisher's split, or None) and kind ("patient" or "inferred": what the id is).
+    mode "patient": a fresh `patient_split` (val, test, seed) of all rows -> "patient-wise".
+    mode "publisher": the rows' own splits -> "publisher"; a fresh patient-wise split when no row
+    has one (or, with `complete`, when "train" is the only one). With `complete`, a publisher split
+    without val gets one carved patient-wise (fraction `val`) from train: train + test -> "publisher
+    test as test, val carved from train"; train + val -> val becomes test, "publisher val as test,
+    val carved from train". Raises DataError naming `where` when only some rows have a publisher
+    split, or (with `complete`) when the splits are not train plus val or test.
+    """
+    if mode not in ("patient", "publisher"):
+        raise ValueError(f"split mode must be patient or publisher; got {mode!r}")
+    present = set(rows["publisher"].dropna())
+    if mode == "patient" or not present or (complete and present == {"train"}):
+        return _fresh_split(rows, val, test, seed), "patient-wise"
+    if rows["publisher"].isna().any():
+        raise DataError(where, "some records have a publisher split and some do not; give a split file")
+    if not complete or set(SPLITS) <= present:
+        return _as_published(rows, rows["publisher"]), "publisher"
+    if "train" not in present or not ({"val", "test"} & present):
+        raise DataError(where, f"publisher splits {sorted(present)} need train plus val or test")
+    test_name = "test" if "test" in present else "val"
+    held_out = rows[rows["publisher"] == test_name]
+    train_val = _fresh_split(rows[rows["publisher"] == "train"], val, 0.0, seed)
+    table = pd.concat([train_val, _as_published(held_out, "test")], ignore_index=True)
+    return table, f"publisher {test_name} as test, val carved from train"
+
+
 def kfold_split(
     rows: Iterable[SplitRow], folds: int = 5, test: float = 0.0, seed: int = 0, id_kind: str = "patient"
 ) -> pd.DataFrame:
@@ -214,14 +268,8 @@ def save_split(table: pd.DataFrame, path: str | Path) -> None:
     if not path.parent.is_dir():
         raise DataError(path.parent, "output folder does not exist")
     columns = [*REQUIRED_COLUMNS[:3], "group_kind", "split"] + (["fold"] if "fold" in table.columns else [])
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            table[columns].to_csv(handle, index=False)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        table[columns].to_csv(temporary, index=False)
 
 
 def load_split(path: str | Path) -> pd.DataFrame:

@@ -37,6 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from classification.models import build_classifier
+from common.atomic import atomic_write_text
 from common.mixed_precision import choose_precision, cpu_flags, precision_policy
 from data_prep.adapters import open_dataset
 from data_prep.phantoms import LABEL_VALUES, ct_volume
@@ -410,7 +411,5 @@ def bench_command(data: Path, quick: bool, out: Path | None) -> int:
     report = run_bench(data, quick)
     print(report, end="")
     if out is not None:
-        temporary = out.with_name(f".{out.name}.tmp")
-        temporary.write_text(report)
-        os.replace(temporary, out)
+        atomic_write_text(out, report)
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 from common.training_config import LR_SCHEDULES
 from common.config import STRATEGIES, TASKS, ConfigError
 from experiments.config import ExperimentConfig
+from experiments.pipelines import check_pipeline_name
 
 SPLITS = ("publisher", "patient", "file")
 MIN_IMAGE_SIZE = 8  # the smallest input the pyramid models downsample without a zero-sized map
@@ -55,6 +56,8 @@ def check_config(config: ExperimentConfig) -> ExperimentConfig:
         if set(source) != {"dataset", "root"}:
             raise ConfigError(f"data.extra[{index}]: needs exactly dataset and root, got {sorted(source)}")
     _one_of("model.task", model.task, TASKS)
+    if config.pipeline:
+        check_pipeline_name(config.pipeline)
     _at_least("training.epochs", training.epochs, 1)
     _at_least("training.fine_tune_epochs", training.fine_tune_epochs, 0)
     _at_least("training.unfreeze_top_blocks", training.unfreeze_top_blocks, 0)

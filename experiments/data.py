@@ -28,17 +28,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.atomic import atomic_write_text
 from data_prep import phantoms
 from data_prep.adapters import open_dataset
 from data_prep.ct_recipe import CTRecipe, apply_recipe, recipe_from_config
-from data_prep.splits import check_no_leakage, kfold_split, load_split, patient_split, save_split
+from data_prep.splits import (
+    POLICY_COLUMNS,
+    TABLE_COLUMNS,
+    check_no_leakage,
+    kfold_split,
+    load_split,
+    policy_split,
+    save_split,
+)
 from experiments.config import DataConfig
 from segmentation.bundle import load_segmenter
 from segmentation.predict import lung_predictor
 from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 from tfrecords.writer import write_dataset
 
-COLUMNS = ["key", "patient_id", "label", "group_kind", "split"]
 PHANTOM_CASES = 8  # volumes (CT) or images per class and split unit (X-ray) of generated phantoms
 PHANTOM_KINDS = ("zenodo", "medseg", "covid_qu_ex", "lidc", "image_folder")
 
@@ -82,14 +90,8 @@ def _rows(adapter) -> pd.DataFrame:
             )
             for r in adapter.records()
         ],
-        columns=["key", "patient_id", "label", "publisher", "kind"],
+        columns=list(POLICY_COLUMNS),
     )
-
-
-def _split(rows: pd.DataFrame, val: float, test: float, seed: int) -> pd.DataFrame:
-    """Patient-wise (group-wise) stratified split of `_rows` output."""
-    grouped = rows[["key", "patient_id", "label", "kind"]].itertuples(index=False)
-    return patient_split(grouped, val=val, test=test, seed=seed)[COLUMNS]
 
 
 CV_PROTOCOLS = {
@@ -127,7 +129,7 @@ def fold_table(
         ~table["patient_id"].isin(training), "test", np.where(table["patient_id"].isin(val), "val", "train")
     )
     check_no_leakage(table)
-    return table[[*COLUMNS, "fold"]]
+    return table[[*TABLE_COLUMNS, "fold"]]
 
 
 def make_split_table(
@@ -153,23 +155,12 @@ def make_split_table(
             raise ValueError(f"data.folds is {data.folds}: say which fold to prepare")
         table = fold_table(rows, data.folds, fold, data.val_fraction, seed, data.cv_protocol)
         return table, f"{grouping} {data.folds}-fold cross-validation ({data.cv_protocol})"
-    present = set(rows["publisher"].dropna())
-    if data.split == "patient" or (data.split == "publisher" and present <= {"train"}):
-        return _split(rows, data.val_fraction, data.test_fraction, seed), grouping
-    if data.split != "publisher":
-        raise ValueError(f"data.split must be publisher, patient or file; got {data.split!r}")
-    if {"train", "val", "test"} <= present:
-        return None, f"publisher ({grouping})"
-    if "train" not in present or not ({"val", "test"} & present):
-        raise ValueError(f"{root}: publisher splits {sorted(present)} need train plus val or test")
-    test_name = "test" if "test" in present else "val"
-    test = rows[rows["publisher"] == test_name].assign(split="test")
-    test["group_kind"] = [
-        kind if pid else "image" for pid, kind in zip(test["patient_id"], test["kind"], strict=True)
-    ]
-    train_val = _split(rows[rows["publisher"] == "train"], data.val_fraction, 0.0, seed)
-    table = pd.concat([train_val, test[COLUMNS]], ignore_index=True)
-    return table, f"publisher {test_name} as test, val carved from train ({grouping})"
+    table, source = policy_split(
+        rows, data.split, data.val_fraction, data.test_fraction, seed, complete=True, where=root
+    )
+    if source == "publisher":
+        return None, f"publisher ({grouping})"  # the writer reads the records' own splits
+    return table, grouping if source == "patient-wise" else f"{source} ({grouping})"
 
 
 def _fingerprint(payload: dict) -> str:
@@ -252,7 +243,7 @@ def prepare_source(
         records_transform=transform,
         transform_record=transform_record,
     )
-    split_type_file.write_text(split_type + "\n")
+    atomic_write_text(split_type_file, split_type + "\n")
     return manifest, split_type
 
 

@@ -1,5 +1,5 @@
-"""Run records: atomic JSON / text writes, git commit, package versions and hardware (the folders
-themselves are made and published by `experiments.run_start`)."""
+"""Run records: their JSON files, git commit, package versions and hardware (the folders themselves
+are made and published by `experiments.run_start`)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_path, atomic_write_json
 from data_prep.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,19 +29,8 @@ PACKAGES = (
 
 
 def write_json(path: Path, payload: Any) -> None:
-    """Writes JSON atomically (temporary file in the same folder, then rename)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=True, default=str)
-    os.replace(temporary, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Writes text atomically (temporary file in the same folder, then rename)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    """Writes a run record's JSON file all-or-nothing: keys sorted, values JSON lacks as strings."""
+    atomic_write_json(path, payload, sort_keys=True, default=str)
 
 
 def git_commit(repo: Path = REPO_ROOT) -> str:
@@ -100,11 +89,6 @@ def export_record(run_dir: Path, results_dir: Path) -> Path:
     target = Path(results_dir) / name / run_dir.name
     if target.exists():
         raise DataError(target, "a record of this run exists already")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{run_dir.name}."))
-    try:
-        shutil.copytree(run_dir, staging / "record", ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT))
-        os.replace(staging / "record", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with atomic_path(target) as staging:
+        shutil.copytree(run_dir, staging, ignore=shutil.ignore_patterns(*RECORD_LEFT_OUT))
     return target

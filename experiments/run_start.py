@@ -22,14 +22,13 @@ from typing import Any
 
 import yaml
 
+from common.atomic import atomic_path, replace_folder
 from data_prep.errors import DataError
 from experiments.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
 from experiments.config_checks import check_config
 
 SAFE_ON_RESUME = ("training.epochs", "training.fine_tune_epochs", "training.verbose")
 PENDING_PREFIX = ".pending-"
-# Composed pipelines by name: module in experiments.pipelines with `run(context, prepared) -> Summary`.
-PIPELINES = ("nodule_transfer", "streams", "lung_then_classify", "uncertainty", "demo")
 CONFIG_FILE = "experiment.yaml"
 
 
@@ -57,7 +56,7 @@ class RunStart:
                 final.mkdir()  # claims the name; the rename then replaces the empty folder
             except FileExistsError:
                 continue
-            os.replace(self.folder, final)
+            replace_folder(self.folder, final)
             break
         self.folder = final
         point_latest(final)
@@ -71,11 +70,8 @@ class RunStart:
 
 def point_latest(folder: Path) -> None:
     """Points `folder.parent/latest` at `folder`, atomically."""
-    link = folder.parent / "latest"
-    temporary = folder.parent / f".latest-{os.getpid()}"
-    temporary.unlink(missing_ok=True)
-    temporary.symlink_to(folder.name)
-    os.replace(temporary, link)
+    with atomic_path(folder.parent / "latest") as temporary:
+        temporary.symlink_to(folder.name)
 
 
 def check_run(
@@ -200,8 +196,6 @@ def check_inputs(config: ExperimentConfig, data_dir: Path) -> None:
             )
     if data.split == "file" and not Path(data.split_file).is_file():
         raise DataError(data.split_file, "data.split_file not found")
-    if config.pipeline and config.pipeline not in PIPELINES:
-        raise ConfigError(f"pipeline: unknown pipeline {config.pipeline!r}; known: {', '.join(PIPELINES)}")
     weights = config.model.weights
     if weights not in (None, "imagenet", "none", "None") and not Path(weights).is_file():
         raise DataError(weights, "model.weights: no such weights file (expected imagenet, null or a file)")

@@ -13,9 +13,9 @@ train in `out/.cache/worker-<i>/<name>` (their checkpoints and backups, for resu
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,28 +24,39 @@ import keras
 import tensorflow as tf
 import yaml
 
+from common.atomic import atomic_write_text
 from common.mixed_precision import PrecisionChoice, choose_precision
 from common.shard_checks import verify_shards
 from experiments.config import ExperimentConfig, to_dict
 from experiments.cross_validation import run_cross_validation
 from experiments.data import PreparedData, data_record, data_scale, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index
+from experiments.pipelines import (  # noqa: F401 -- importing a pipeline module registers it
+    demo,
+    lung_then_classify,
+    nodule_transfer,
+    pipeline_run,
+    streams,
+    uncertainty,
+)
 from experiments.reproduce import config_hash
-from experiments.run_folder import git_commit, hardware, package_versions, write_json, write_text_atomic
-from experiments.run_start import PIPELINES, RunStart, start_run
+from experiments.run_folder import git_commit, hardware, package_versions, write_json
+from experiments.run_start import RunStart, start_run
 from experiments.tables import HEADLINES, initialisation
 from experiments.tasks import Summary, run_classification, run_segmentation
 
 
 @dataclass
 class RunContext:
-    """What a task or pipeline needs besides its data: where to read and write, and the strategy."""
+    """What a task or pipeline needs besides its data: where to read and write, the strategy, and
+    `run_task` (`run_task` below), with which a composed pipeline runs its parts."""
 
     config: ExperimentConfig
     data_dir: Path
     cache_dir: Path
     run_dir: Path
     strategy: tf.distribute.Strategy
+    run_task: Callable[[RunContext, PreparedData], Summary]
 
 
 def _worker_dir(out_dir: Path, name: str) -> Path:
@@ -56,13 +67,10 @@ def _worker_dir(out_dir: Path, name: str) -> Path:
 
 
 def run_task(context: RunContext, prepared: PreparedData) -> Summary:
-    """Dispatches a row to its pipeline, or to the plain classification / segmentation task."""
+    """Dispatches a row to its registered pipeline, or to the plain classification / segmentation task."""
     config = context.config
     if config.pipeline:
-        if config.pipeline not in PIPELINES:
-            raise ValueError(f"unknown pipeline {config.pipeline!r}; known: {', '.join(PIPELINES)}")
-        module = importlib.import_module(f"experiments.pipelines.{config.pipeline}")
-        return module.run(context, prepared)
+        return pipeline_run(config.pipeline)(context, prepared)
     if config.model.task == "segmentation":
         return run_segmentation(config, prepared, context.run_dir, context.strategy)
     return run_classification(config, prepared, context.run_dir, context.strategy)
@@ -156,9 +164,9 @@ def _run_started(
         if verify:
             print(verify_shards(prepared.manifests))
     run_dir = start.publish() if chief else run_dir
-    write_text_atomic(run_dir / "experiment.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
+    atomic_write_text(run_dir / "experiment.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
     write_json(run_dir / "run.json", record)
-    context = RunContext(config, data_dir, cache_dir, run_dir, distribution)
+    context = RunContext(config, data_dir, cache_dir, run_dir, distribution, run_task)
     summary = run_cross_validation(context) if prepared is None else run_task(context, prepared)
     record["seconds"] = round(time.perf_counter() - clock, 1)
     record["cpu_seconds"] = round(time.process_time() - cpu_clock, 1)  # all threads of this process

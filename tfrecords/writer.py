@@ -4,11 +4,14 @@ Layout of OUT_DIR: `<split>-<i>-of-<n>.tfrecord` shards and `manifest.json`. Pix
 PNG or as raw arrays (`encoding`; "auto" = raw when the spec resizes every image to one size, which
 reads about 9x faster than PNG without a cache), and shards may be ZLIB/GZIP-compressed. All records of one patient group go to one split and one shard; groups are dealt
 to shards greedily by record count, so a re-run with the same inputs gives byte-identical files.
+`rewrite_images` copies a written output with its images replaced (e.g. lungs masked out).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
+import dataclasses
+import itertools
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -17,19 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from common.atomic import replace_folder
 from data_prep.adapters import open_dataset
 from data_prep.adapters.base import DatasetAdapter
 from data_prep.errors import DataError
 from data_prep.records import MANIFESTATIONS, MASK_NAMES, Record
-from data_prep.splits import check_no_leakage, check_record_ids, load_split, patient_split
+from data_prep.splits import POLICY_COLUMNS, check_no_leakage, check_record_ids, load_split, policy_split
 from tfrecords import schema
 from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, SplitInfo, sha256_file
+from tfrecords.reader import read_examples
 from tfrecords.spec import HU16_OFFSET, PreprocessSpec
 
 DEFAULT_SHARDS = 8
+REWRITE_BATCH = 32  # decoded examples handed to a `rewrite_images` transform at once
+DecodedExample = dict[str, Any]  # one example of `tfrecords.reader.read_examples`
+ImageTransform = Callable[[list[DecodedExample]], dict[str, list[np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -141,18 +150,14 @@ def _split_table(
         # The split file's patient id is the authority for grouping where it gives one.
         table["patient_id"] = table["patient_id"].fillna(pd.Series([item.patient_id for item in encoded]))
         source = "file"
-    elif all(item.split is not None for item in encoded):
-        ids = [item.patient_id for item in encoded]
-        table = pd.DataFrame({"key": keys, "patient_id": ids, "split": [item.split for item in encoded]})
-        source = "publisher"
-    elif any(item.split is not None for item in encoded):
-        raise DataError(adapter.root, "some records have a publisher split and some do not; pass --split")
-    else:
-        rows = [(item.key, item.patient_id, "+".join(item.labels)) for item in encoded]
+    else:  # the publisher's splits as they are, else a patient-wise 70/15/15 split
         id_kind = "inferred" if adapter.patient_ids == "inferred" else "patient"
-        table = patient_split(rows, seed=seed, id_kind=id_kind)
+        rows = pd.DataFrame(
+            [(item.key, item.patient_id, "+".join(item.labels), item.split, id_kind) for item in encoded],
+            columns=list(POLICY_COLUMNS),
+        )
+        table, source = policy_split(rows, "publisher", 0.15, 0.15, seed, complete=False, where=adapter.root)
         table = table.set_index("key", drop=False).loc[keys].reset_index(drop=True)
-        source = "patient-wise"
     table["patient_id"] = table["patient_id"].fillna(table["key"])
     check_no_leakage(table[["key", "patient_id", "split"]], split_file or adapter.root)
     if split_file is not None:  # a file may regroup records, but not separate a patient they name
@@ -238,19 +243,21 @@ def _write_split(
     )
 
 
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Moves the finished staging folder to `out_dir`, replacing an earlier TFRecord output there."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    if not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
-        raise DataError(
-            out_dir, "exists and is not a TFRecord output (no manifest.json); refusing to replace it"
-        )
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    os.replace(out_dir, retired / out_dir.name)
-    os.replace(staging, out_dir)
-    shutil.rmtree(retired)
+@contextlib.contextmanager
+def _staged_output(out_dir: Path) -> Iterator[Path]:
+    """Yields a hidden staging folder beside `out_dir`; when the block succeeds it replaces `out_dir`
+    (an earlier TFRecord output, an empty folder or nothing), when it raises it is removed."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield staging
+        if out_dir.exists() and not (out_dir / MANIFEST_NAME).is_file() and any(out_dir.iterdir()):
+            raise DataError(
+                out_dir, "exists and is not a TFRecord output (no manifest.json); refusing to replace it"
+            )
+        replace_folder(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_dataset(
@@ -300,9 +307,7 @@ def write_dataset(
     shapes = {item.stored_shape for item in encoded}
     height, width = next(iter(shapes)) if len(shapes) == 1 else (None, None)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with _staged_output(out_dir) as staging:
         splits = {
             split: _write_split(
                 by_split[split], split, staging, shards, label_names, mask_names, encoding, compression
@@ -337,8 +342,105 @@ def write_dataset(
             directory=out_dir,
         )
         (staging / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-        _publish(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
+
+
+def _reencoded(
+    example: DecodedExample, image: np.ndarray, mask_names: tuple[str, ...], encoding: str
+) -> EncodedRecord:
+    """A decoded example as an `EncodedRecord` again, with `image` (H, W) in place of its own."""
+    masks = example["masks"]
+    return EncodedRecord(
+        key=example["key"],
+        patient_id=example["patient_id"] or None,
+        split=None,
+        labels=example["labels"],
+        image_bytes=schema.encode_pixels(image, encoding),
+        mask_bytes={
+            name: schema.encode_pixels(masks[name], encoding) for name in mask_names if name in masks
+        },
+        stored_shape=image.shape,
+        original_shape=example["original_shape"],
+        slice_index=example["slice_index"],
+        synthetic=example["synthetic"],
+        strings={name: example[name] for name in schema.STRING_FIELDS if name != "group"},
+    )
+
+
+def _batches(examples: Iterator[DecodedExample], size: int) -> Iterator[list[DecodedExample]]:
+    """Batches of one shard's examples and of one image shape (so that they stack)."""
+    for _, group in itertools.groupby(
+        examples, key=lambda example: (example["shard"], example["image"].shape)
+    ):
+        while batch := list(itertools.islice(group, size)):
+            yield batch
+
+
+def _copy_manifest(source: Manifest, folder: Path, note: Mapping[str, Any]) -> Manifest:
+    """Writes `folder/manifest.json`: `source`'s, with `note` added to its `preprocess` and the shard
+    sizes and hashes of `folder`."""
+    splits = {
+        split: dataclasses.replace(
+            info,
+            shards=tuple(
+                ShardInfo(
+                    shard.name,
+                    shard.count,
+                    (folder / shard.name).stat().st_size,
+                    sha256_file(folder / shard.name),
+                )
+                for shard in info.shards
+            ),
+        )
+        for split, info in source.splits.items()
+    }
+    manifest = dataclasses.replace(
+        source, preprocess={**source.preprocess, **note}, splits=splits, directory=folder
+    )
+    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def rewrite_images(
+    source: Manifest,
+    out_dir: str | Path,
+    names: tuple[str, ...],
+    transform: ImageTransform,
+    note: Mapping[str, Any],
+) -> dict[str, Manifest]:
+    """Writes `out_dir/<name>` TFRecord folders that copy `source` (splits, shards, record order, labels,
+    masks, strings, encoding, compression) with each image replaced by `transform(batch)[name]`, an
+    (H, W) array of the source's dtype per example of the batch (up to `REWRITE_BATCH` examples of one
+    shard and image shape). `note` and {"variant": name} are added to each manifest's `preprocess`.
+    All-or-nothing: written in a staging folder that then replaces `out_dir` (nothing, an empty
+    folder or an earlier output); returns name -> manifest.
+    """
+    out_dir = Path(out_dir)
+    with _staged_output(out_dir) as staging:
+        for name in names:
+            (staging / name).mkdir()
+        for split in sorted(source.splits):
+            writers = {
+                (name, shard.name): tf.io.TFRecordWriter(
+                    str(staging / name / shard.name), tf.io.TFRecordOptions(source.compression)
+                )
+                for name in names
+                for shard in source.split(split).shards
+            }
+            for batch in _batches(read_examples(source, split), REWRITE_BATCH):
+                images = transform(batch)
+                for name in names:
+                    writer = writers[(name, batch[0]["shard"])]
+                    for example, image in zip(batch, images[name], strict=True):
+                        item = _reencoded(example, image, source.mask_names, source.encoding)
+                        writer.write(
+                            _serialize(
+                                item, example["group"], source.label_names, source.mask_names, source.encoding
+                            )
+                        )
+            for writer in writers.values():
+                writer.close()
+        manifests = {name: _copy_manifest(source, staging / name, note | {"variant": name}) for name in names}
+    return {
+        name: dataclasses.replace(manifest, directory=out_dir / name) for name, manifest in manifests.items()
+    }

@@ -10,11 +10,15 @@ sets `runtime.deterministic`, so two runs on one machine print the same table.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+from typing import TYPE_CHECKING
 
 from experiments.config import ExperimentConfig, apply_overrides, from_dict, to_dict
-from experiments.data import prepare_data
+from experiments.data import PreparedData, prepare_data
+from experiments.pipelines import register_pipeline
 from experiments.tasks import Summary
+
+if TYPE_CHECKING:  # the runner imports the pipelines
+    from experiments.runner import RunContext
 
 HEADLINES = (
     "accuracy",
@@ -47,16 +51,17 @@ def format_demo_table(summaries: dict[str, Summary]) -> str:
     return "\n".join(lines)
 
 
-def run(context, prepared) -> Summary:
-    """Runs every part; returns their summaries merged with `<part>_` prefixes and prints the table."""
-    runner = importlib.import_module("experiments.runner")
+@register_pipeline("demo")
+def run(context: RunContext, prepared: PreparedData) -> Summary:
+    """Runs every part (with `context.run_task`); returns their summaries merged with `<part>_`
+    prefixes and prints the table."""
     summaries: dict[str, Summary] = {}
     for part, overrides in context.config.pipeline_options["parts"].items():
         config = part_config(context.config, part, overrides)
         part_context = dataclasses.replace(context, config=config, run_dir=context.run_dir / part)
         part_context.run_dir.mkdir(parents=True, exist_ok=True)
         part_data = prepare_data(config.data, context.data_dir, context.cache_dir, config.runtime.seed)
-        summaries[part] = runner.run_task(part_context, part_data)
+        summaries[part] = context.run_task(part_context, part_data)
     print("Demo on SYNTHETIC phantoms (not patient data):\n" + format_demo_table(summaries))
     return {
         f"{part}_{metric}": entry for part, summary in summaries.items() for metric, entry in summary.items()

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import tensorflow as tf
 
 from classification.train import train_classifier
 from common.model_input import model_input
@@ -45,6 +40,7 @@ from common.config import ModelConfig, to_dict
 from common.training_config import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
+from experiments.pipelines import register_pipeline
 from experiments.run_folder import write_json
 from experiments.tasks import (
     Summary,
@@ -54,16 +50,15 @@ from experiments.tasks import (
 )
 from segmentation.predict import Segmenter, load_segmenter, predicted_masks
 from segmentation.task import SEGMENTATION_TASK
-from tfrecords import schema
-from tfrecords.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
+from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file
 from tfrecords.reader import read_examples
+from tfrecords.writer import DecodedExample, rewrite_images
 
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
 VARIANTS = ("original", "segmented_lung", "without_lung")
 DONE = "done.json"
-PREDICT_BATCH = 32
 # The row's training settings the lung segmenter shares; the rest (the classifier's monitor, class
 # weights, fine-tuning stages) keep their defaults.
 SHARED_TRAINING_FIELDS = (
@@ -77,7 +72,6 @@ SHARED_TRAINING_FIELDS = (
 # The data settings that shape the lung segmenter's training (its cache key); the classifier's own
 # (label names, balanced sampling, ...) do not.
 SEGMENTER_DATA_FIELDS = ("image_size", "channels", "batch_size", "augment", "steps_per_epoch", "cache")
-Example = dict[str, Any]  # one decoded example of `tfrecords.reader.read_examples`
 
 
 @dataclass(frozen=True)
@@ -177,106 +171,6 @@ def lung_masks(segmenter: Segmenter, images: list[np.ndarray]) -> np.ndarray:
     return predicted_masks(segmenter, inputs, images[0].shape[:2])
 
 
-def _batches(examples: Iterator[Example], size: int) -> Iterator[list[Example]]:
-    """Batches of one shard's examples and of one image shape (so that they stack)."""
-    for _, group in itertools.groupby(
-        examples, key=lambda example: (example["shard"], example["image"].shape)
-    ):
-        while batch := list(itertools.islice(group, size)):
-            yield batch
-
-
-def example_bytes(
-    example: Example, image: np.ndarray, mask_names: tuple[str, ...], encoding: str = "png"
-) -> bytes:
-    """The serialized example of a decoded `read_examples` record with its image replaced, with
-    pixels in `encoding` (the source manifest's)."""
-    masks = example["masks"]
-    return schema.build_example(
-        image=schema.encode_pixels(image, encoding),
-        masks={
-            name: schema.encode_pixels(masks[name], encoding) if name in masks else b"" for name in mask_names
-        },
-        label_indices=example["label_indices"],
-        strings={name: example[name] for name in schema.STRING_FIELDS},
-        slice_index=example["slice_index"],
-        synthetic=example["synthetic"],
-        original_shape=example["original_shape"],
-        shape=image.shape if encoding == "raw" else None,
-    )
-
-
-ImageTransform = Callable[[list[Example]], dict[str, list[np.ndarray]]]
-
-
-def rewrite_images(
-    source: Manifest,
-    out_dir: Path,
-    names: tuple[str, ...],
-    transform: ImageTransform,
-    note: Mapping[str, Any],
-) -> dict[str, Manifest]:
-    """Writes `out_dir/<name>` TFRecord folders that copy `source` (splits, shards, record order, labels,
-    masks, strings) with each image replaced by `transform(batch)[name]`; `note` is added to each
-    manifest's `preprocess`. Written in a staging folder, then renamed to `out_dir` (which must not exist).
-
-    (A generic re-writer of decoded records; it belongs in `tfrecords.writer`.)
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        for name in names:
-            (staging / name).mkdir()
-        for split in sorted(source.splits):
-            writers = {
-                (name, shard.name): tf.io.TFRecordWriter(
-                    str(staging / name / shard.name), tf.io.TFRecordOptions(source.compression)
-                )
-                for name in names
-                for shard in source.split(split).shards
-            }
-            for batch in _batches(read_examples(source, split), PREDICT_BATCH):
-                images = transform(batch)
-                for name in names:
-                    writer = writers[(name, batch[0]["shard"])]
-                    for example, image in zip(batch, images[name], strict=True):
-                        writer.write(example_bytes(example, image, source.mask_names, source.encoding))
-            for writer in writers.values():
-                writer.close()
-        manifests = {name: _copy_manifest(source, staging / name, note | {"variant": name}) for name in names}
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {
-        name: dataclasses.replace(manifest, directory=out_dir / name) for name, manifest in manifests.items()
-    }
-
-
-def _copy_manifest(source: Manifest, folder: Path, note: Mapping[str, Any]) -> Manifest:
-    """Writes `folder/manifest.json`: `source`'s, with the shard sizes and hashes of `folder`."""
-    splits = {
-        split: dataclasses.replace(
-            info,
-            shards=tuple(
-                ShardInfo(
-                    shard.name,
-                    shard.count,
-                    (folder / shard.name).stat().st_size,
-                    sha256_file(folder / shard.name),
-                )
-                for shard in info.shards
-            ),
-        )
-        for split, info in source.splits.items()
-    }
-    manifest = dataclasses.replace(
-        source, preprocess={**source.preprocess, **note}, splits=splits, directory=folder
-    )
-    (folder / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-    return manifest
-
-
 def write_variants(manifest: Manifest, segmenter_path: Path, cache_dir: Path) -> dict[str, Path]:
     """The three variant TFRecord folders of `manifest` from the predicted lung masks (cached)."""
     key = _fingerprint({"data": _data_fingerprint(manifest), "segmenter": sha256_file(segmenter_path)})
@@ -284,7 +178,7 @@ def write_variants(manifest: Manifest, segmenter_path: Path, cache_dir: Path) ->
     if not all((out_dir / name / MANIFEST_NAME).is_file() for name in VARIANTS):
         segmenter = load_segmenter(segmenter_path)
 
-        def transform(batch: list[Example]) -> dict[str, list[np.ndarray]]:
+        def transform(batch: list[DecodedExample]) -> dict[str, list[np.ndarray]]:
             masks = lung_masks(segmenter, [example["image"] for example in batch])
             variants = [
                 make_variants(example["image"], mask) for example, mask in zip(batch, masks, strict=True)
@@ -321,6 +215,7 @@ def plot_variants(folders: Mapping[str, Path], out_path: Path, split: str = "tes
     return save_figure(figure, out_path)
 
 
+@register_pipeline("lung_then_classify")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """One S4 row: the cached lung segmenter and variants, then the classifier on the row's variant."""
     config = context.config

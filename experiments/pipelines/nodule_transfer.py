@@ -30,9 +30,11 @@ from typing import TYPE_CHECKING, Any
 import keras
 import tensorflow as tf
 
+from common.atomic import atomic_path
 from common.bootstrap import ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
+from experiments.pipelines import register_pipeline
 from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
@@ -42,7 +44,7 @@ from common.task import train_task
 from segmentation.task import SEGMENTATION_TASK, build_model
 from segmentation.train import train_segmenter
 
-if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
 INITS = ("nodule", "imagenet", "scratch")
@@ -141,6 +143,7 @@ def _init_of(config: ExperimentConfig) -> str:
     return init
 
 
+@register_pipeline("nodule_transfer")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains and evaluates one transfer row (see the module docstring); returns its summary, with
     `transfer_loaded_layers` and `transfer_loaded_parameters` (0 unless init is "nodule")."""
@@ -196,8 +199,7 @@ def pretrain_command(args: argparse.Namespace) -> int:
     out = args.out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     checkpoint = pretrain_nodule(config, data_dir, args.cache_dir or out.parent / ".cache")
-    temporary = out.with_name(f".{out.name}.tmp")
-    shutil.copyfile(checkpoint, temporary)
-    os.replace(temporary, out)
+    with atomic_path(out) as temporary:
+        shutil.copyfile(checkpoint, temporary)
     print(f"nodule pretraining ({pretrain_options(config)['dataset']}): {out}")
     return 0

@@ -37,7 +37,6 @@ Rules stated here:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.atomic import replace_folder
 from data_prep.dicom import read_scan
 from data_prep.errors import DataError
 from data_prep.io import (
@@ -443,17 +443,6 @@ def montage_title(summary: dict, name: str) -> str:
     return f"{prefix}{name}  ({geometry})\n{headline(summary)}"
 
 
-def _replace_folder(staging: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(staging, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(staging, out_dir)
-
-
 def write_report(
     scan_path: str | Path, out_dir: str | Path, models: ReportModels, orientation: str = "display"
 ) -> dict:
@@ -483,7 +472,7 @@ def write_report(
             montage_title(report.summary, name),
         )
         figure.savefig(staging / "montage.png", dpi=100, facecolor="black")
-        _replace_folder(staging, out_dir)
+        replace_folder(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

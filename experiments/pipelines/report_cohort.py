@@ -12,7 +12,6 @@ import csv
 import glob
 import io
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from common.atomic import atomic_write_text
 from data_prep.dicom import is_dicom_series_folder
 from data_prep.errors import DataError
 from data_prep.io import NIFTI_SUFFIXES
@@ -102,9 +102,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def _done(report_json: Path, source: Path, checksums: list[str], orientation: str) -> dict | None:

@@ -27,11 +27,12 @@ import keras
 import numpy as np
 import pandas as pd
 
-from classification.train import train_classifier
+from classification.recogniser import DEFAULT_MIN_PIXELS, recogniser_data, train_recogniser
 from common.atomic import atomic_write_bytes
 from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
+from experiments.pipelines import register_pipeline
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, task_config
@@ -40,7 +41,7 @@ from segmentation.evaluate import SplitPredictions, predict_split
 from segmentation.predict import Segmenter, load_segmenter, predict_probs
 from segmentation.train import train_segmenter
 
-if TYPE_CHECKING:  # the runner imports pipelines by name; this import is for type hints only
+if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
 # Label-map values follow MedSeg: 1 = GGO, 2 = consolidation, 3 = pleural effusion.
@@ -72,7 +73,8 @@ def combine_streams(probabilities: dict[str, np.ndarray], pixel_thresholds: dict
 @dataclass
 class GatedStreams:
     """recogniser: (N, H, W, C) -> (N, M) sigmoid over `manifestations`;
-    streams: manifestation -> binary segmenter (N, H, W, C) -> (N, H, W, 1)."""
+    streams: manifestation -> binary segmenter (N, H, W, C) -> (N, H, W, 1);
+    stream_flops / recogniser_flops: counted FLOPs per image (set from the models)."""
 
     recogniser: keras.Model
     streams: dict[str, keras.Model]
@@ -80,11 +82,13 @@ class GatedStreams:
     gate_thresholds: dict[str, float]
     pixel_thresholds: dict[str, float] = field(default_factory=dict)
     batch_size: int = 8
+    stream_flops: dict[str, int] = field(init=False)
+    recogniser_flops: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.pixel_thresholds = {name: self.pixel_thresholds.get(name, 0.5) for name in self.streams}
-        self._flops = {name: model_flops(model) for name, model in self.streams.items()}
-        self._recogniser_flops = model_flops(self.recogniser)
+        self.stream_flops = {name: model_flops(model) for name, model in self.streams.items()}
+        self.recogniser_flops = model_flops(self.recogniser)
 
     def gates(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """manifestation -> (N,) bool: the recogniser says it is present."""
@@ -100,7 +104,7 @@ class GatedStreams:
         count = len(images)
         if gated:
             ran = self.gates(images)
-            flops = count * self._recogniser_flops
+            flops = count * self.recogniser_flops
         else:
             ran = {name: np.ones(count, dtype=bool) for name in self.streams}
             flops = 0
@@ -113,7 +117,7 @@ class GatedStreams:
                     ..., 0
                 ]
             probabilities[name] = maps
-            flops += int(selected.size) * self._flops[name]
+            flops += int(selected.size) * self.stream_flops[name]
         label_map = combine_streams(probabilities, self.pixel_thresholds)
         return StreamsOutput(label_map, ran, time.perf_counter() - start, flops)
 
@@ -218,11 +222,10 @@ def _train_recogniser(
     per-class thresholds were chosen on validation."""
     config = context.config
     options = dict(config.pipeline_options.get("recogniser") or {})
-    recogniser_config = dataclasses.replace(
+    row = dataclasses.replace(
         config,
         model=dataclasses.replace(
             config.model,
-            task="multilabel",
             name=options.get("name", "mobilenetv2"),
             weights=options.get("weights"),
             options=dict(options.get("options") or {}),
@@ -234,24 +237,79 @@ def _train_recogniser(
         ),
     )
     run = task_config(
-        recogniser_config,
+        row,
         [data],
         context.strategy.num_replicas_in_sync,
-        **{
-            "data.label_names": list(manifestations),
-            "data.label_map": {},
-            "data.mask_label_min_pixels": int(options.get("min_pixels", 10)),
-        },
+        **recogniser_data(manifestations, int(options.get("min_pixels", DEFAULT_MIN_PIXELS))),
     )
-    result = train_classifier(run, context.run_dir / "recogniser", context.strategy)
+    result = train_recogniser(run, context.run_dir / "recogniser", context.strategy)
     model = keras.saving.load_model(Path(result["run_dir"]) / "best.keras", compile=False)
     return model, result["metrics"]
+
+
+def _trained_pipeline(
+    context: RunContext, data: str, manifestations: tuple[str, ...]
+) -> tuple[GatedStreams, Segmenter, dict]:
+    """(the gated streams, the single multi-class model, the recogniser's test report), all trained
+    on `data`; gate and pixel thresholds chosen on validation."""
+    streams = _train_streams(context, data, manifestations)
+    single = _train_single(context, data)
+    recogniser, recogniser_report = _train_recogniser(context, data, manifestations)
+    gate_thresholds = {
+        name: float(threshold)
+        for name, threshold in zip(manifestations, recogniser_report["threshold"]["thresholds"], strict=True)
+    }
+    pipeline = GatedStreams(
+        recogniser,
+        {name: segmenter.model for name, segmenter in streams.items()},
+        manifestations,
+        gate_thresholds,
+        {name: float(segmenter.threshold.thresholds[0]) for name, segmenter in streams.items()},
+        batch_size=context.config.data.batch_size,
+    )
+    return pipeline, single, recogniser_report
 
 
 def _timed_predict(pipeline: GatedStreams, images: np.ndarray, gated: bool) -> StreamsOutput:
     """The second of two identical runs (the first traces and warms up the models)."""
     pipeline.predict(images, gated=gated)
     return pipeline.predict(images, gated=gated)
+
+
+@dataclass
+class SplitViews:
+    """The test split through each view: `test` (keys, case ids, the single model's probabilities),
+    truth and single_labels (N, H, W) MedSeg label values, the single model's wall seconds and FLOPs
+    per image, and the gated and ungated streams' outputs."""
+
+    test: SplitPredictions
+    truth: np.ndarray
+    single_labels: np.ndarray
+    single_seconds: float
+    single_flops: int
+    gated: StreamsOutput
+    ungated: StreamsOutput
+
+
+def predict_test(
+    pipeline: GatedStreams, single: Segmenter, data: str, channels: int, batch_size: int
+) -> SplitViews:
+    """Runs the single model and the gated and ungated streams on the test split of `data`, timed."""
+    manifestations = pipeline.manifestations
+    test = predict_split(single.model, data, "test", manifestations, batch_size)
+    images = np.repeat(test.images[..., None], channels, axis=-1)
+    start = time.perf_counter()
+    predict_probs(single.model, images, batch_size)
+    single_seconds = time.perf_counter() - start
+    return SplitViews(
+        test=test,
+        truth=truth_label_map(test.masks, manifestations),
+        single_labels=_label_values(manifestations)[np.argmax(test.probs, axis=-1)],
+        single_seconds=single_seconds,
+        single_flops=model_flops(single.model),
+        gated=_timed_predict(pipeline, images, gated=True),
+        ungated=_timed_predict(pipeline, images, gated=False),
+    )
 
 
 def _parts(counts: metrics.Counts) -> tuple[np.ndarray, ...]:
@@ -279,46 +337,24 @@ def _per_image_table(
     return table
 
 
-def run(context: RunContext, prepared: PreparedData) -> Summary:
-    """The `s0_streams` row (see the module docstring); returns the summary and writes streams.json."""
-    config = context.config
-    manifestations = _check_manifestations(config)
-    manifest = prepared.manifests[0]
-    data = str(manifest.directory)
-    streams = _train_streams(context, data, manifestations)
-    single = _train_single(context, data)
-    recogniser, recogniser_report = _train_recogniser(context, data, manifestations)
-    gate_thresholds = {
-        name: float(threshold)
-        for name, threshold in zip(manifestations, recogniser_report["threshold"]["thresholds"], strict=True)
-    }
-    pipeline = GatedStreams(
-        recogniser,
-        {name: segmenter.model for name, segmenter in streams.items()},
-        manifestations,
-        gate_thresholds,
-        {name: float(segmenter.threshold.thresholds[0]) for name, segmenter in streams.items()},
-        batch_size=config.data.batch_size,
+def summarise(
+    outputs: SplitViews, pipeline: GatedStreams, n_resamples: int, seed: int
+) -> tuple[Summary, pd.DataFrame]:
+    """(the row's summary: scores with case-bootstrap CIs, the ungated scores and the timing, see
+    DEFINITIONS; the per-image table)."""
+    manifestations = pipeline.manifestations
+    count = len(outputs.truth)
+    gated_per_image = pipeline.recogniser_flops + sum(
+        outputs.gated.ran[name] * pipeline.stream_flops[name] for name in manifestations
     )
-
-    test = predict_split(single.model, data, "test", manifestations, config.data.batch_size)
-    images = np.repeat(test.images[..., None], config.data.channels, axis=-1)
-    truth = truth_label_map(test.masks, manifestations)
-    single_labels = _label_values(manifestations)[np.argmax(test.probs, axis=-1)]
-    start = time.perf_counter()
-    predict_probs(single.model, images, config.data.batch_size)
-    single_seconds = time.perf_counter() - start
-    gated = _timed_predict(pipeline, images, gated=True)
-    ungated = _timed_predict(pipeline, images, gated=False)
-
-    stream_flops = {name: model_flops(segmenter.model) for name, segmenter in streams.items()}
-    recogniser_flops = model_flops(recogniser)
-    gated_per_image = recogniser_flops + sum(gated.ran[name] * stream_flops[name] for name in manifestations)
-    ungated_per_image = np.full(len(images), sum(stream_flops.values()))
+    ungated_per_image = np.full(count, sum(pipeline.stream_flops.values()))
     counts = {
-        "streams": manifestation_counts(gated.label_map, truth, manifestations),
-        "single": manifestation_counts(single_labels, truth, manifestations),
-        "ungated": manifestation_counts(ungated.label_map, truth, manifestations),
+        view: manifestation_counts(labels, outputs.truth, manifestations)
+        for view, labels in (
+            ("streams", outputs.gated.label_map),
+            ("single", outputs.single_labels),
+            ("ungated", outputs.ungated.label_map),
+        )
     }
     intervals = bootstrap_cis(
         comparison_metrics(manifestations),
@@ -326,48 +362,74 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         *_parts(counts["single"]),
         gated_per_image,
         ungated_per_image,
-        n_resamples=config.evaluation.bootstrap_resamples,
-        seed=config.runtime.seed,
-        groups=test.case_ids,
+        n_resamples=n_resamples,
+        seed=seed,
+        groups=outputs.test.case_ids,
     )
     summary: Summary = {name: ci_entry(*values) for name, values in intervals.items()}
     ungated_scores = _scores(_parts(counts["ungated"]), manifestations, "ungated")
-    summary.update({name: ci_entry(value) for name, value in ungated_scores.items()})
+    gated, ungated = outputs.gated, outputs.ungated
     timing = {
         "gated_seconds": gated.seconds,
         "ungated_seconds": ungated.seconds,
         "time_ratio": gated.seconds / ungated.seconds,
-        "single_seconds": single_seconds,
+        "single_seconds": outputs.single_seconds,
         "gated_flops": gated.flops,
         "ungated_flops": ungated.flops,
-        "single_flops": model_flops(single.model) * len(images),
-        "recogniser_flops_per_image": recogniser_flops,
+        "single_flops": outputs.single_flops * count,
+        "recogniser_flops_per_image": pipeline.recogniser_flops,
         "stream_runs": int(sum(int(ran.sum()) for ran in gated.ran.values())),
-        "stream_runs_possible": len(images) * len(manifestations),
+        "stream_runs_possible": count * len(manifestations),
     }
-    summary.update({name: ci_entry(value) for name, value in timing.items()})
+    summary.update({name: ci_entry(value) for name, value in {**ungated_scores, **timing}.items()})
+    per_image = _per_image_table(outputs.test, gated, outputs.truth, counts, gated_per_image, manifestations)
+    return summary, per_image
 
-    per_image = _per_image_table(test, gated, truth, counts, gated_per_image, manifestations)
-    atomic_write_bytes(context.run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
+
+def write_outputs(
+    run_dir: Path,
+    pipeline: GatedStreams,
+    recogniser_report: dict[str, Any],
+    summary: Summary,
+    per_image: pd.DataFrame,
+) -> None:
+    """Writes `per_image.csv` and `streams.json` (thresholds, FLOPs, the recogniser's test metrics,
+    the summary, DEFINITIONS and the per-image rows) into `run_dir`."""
+    atomic_write_bytes(run_dir / "per_image.csv", per_image.to_csv(index=False).encode())
     write_json(
-        context.run_dir / "streams.json",
+        run_dir / "streams.json",
         {
-            "manifestations": list(manifestations),
-            "n_test_images": len(images),
-            "n_test_cases": len(np.unique(test.case_ids)),
-            "gate_thresholds": gate_thresholds,
+            "manifestations": list(pipeline.manifestations),
+            "n_test_images": len(per_image),
+            "n_test_cases": int(per_image["case_id"].nunique()),
+            "gate_thresholds": pipeline.gate_thresholds,
             "gate_threshold_source": "recogniser per-class thresholds chosen on the validation split",
             "pixel_thresholds": pipeline.pixel_thresholds,
-            "stream_flops_per_image": stream_flops,
+            "stream_flops_per_image": pipeline.stream_flops,
             "recogniser": _recogniser_section(recogniser_report),
             "summary": summary,
             "definitions": DEFINITIONS,
             "per_image": per_image.to_dict(orient="records"),
         },
     )
+
+
+@register_pipeline("streams")
+def run(context: RunContext, prepared: PreparedData) -> Summary:
+    """The `s0_streams` row (see the module docstring): trains, predicts the test split, summarises,
+    and writes streams.json and per_image.csv; returns the summary."""
+    config = context.config
+    manifestations = _check_manifestations(config)
+    data = str(prepared.manifests[0].directory)
+    pipeline, single, recogniser_report = _trained_pipeline(context, data, manifestations)
+    outputs = predict_test(pipeline, single, data, config.data.channels, config.data.batch_size)
+    summary, per_image = summarise(
+        outputs, pipeline, config.evaluation.bootstrap_resamples, config.runtime.seed
+    )
+    write_outputs(context.run_dir, pipeline, recogniser_report, summary, per_image)
     return summary
 
 
 def _recogniser_section(report: dict[str, Any]) -> dict[str, Any]:
     """The recogniser's test metrics and thresholds, as its evaluation reported them."""
-    return {"threshold": report["threshold"], "overall": report["overall"]}
+    return {"thresholds": report["thresholds"], "overall": report["overall"]}

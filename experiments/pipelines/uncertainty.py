@@ -37,6 +37,7 @@ from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
 from common import plots
 from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.data import PreparedData
+from experiments.pipelines import register_pipeline
 from experiments.tasks import Summary, summarize_classification, task_config
 
 if TYPE_CHECKING:  # the runner imports the pipelines
@@ -110,6 +111,7 @@ def _options(options: dict[str, Any]) -> tuple[list[str], list[int], int]:
     return members, seeds, int(options.get("mc_dropout_samples", 20))
 
 
+@register_pipeline("uncertainty")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains every member, evaluates the ensemble and MC dropout; returns the summary."""
     config = context.config

@@ -208,3 +208,98 @@ def test_check_record_ids_across_folds_and_row_count():
         splits.check_record_ids(table, ["P1", "P1"], "folds.csv")
     with pytest.raises(ValueError, match="3 record ids for a split table of 2 rows"):
         splits.check_record_ids(table, ["P1", "P2", "P3"], "folds.csv")
+
+
+def _policy_rows(publisher: dict[int, str | None]) -> pd.DataFrame:
+    """Patients P00..P09 with 2 images each (P0x/img0, img1), "covid" for even patients; patient p's
+    publisher split is publisher[p]; P09's images have no id (kind "patient" all the same)."""
+    rows = [
+        (
+            f"P{p:02d}/img{i}",
+            None if p == 9 else f"P{p:02d}",
+            "covid" if p % 2 == 0 else "normal",
+            publisher[p],
+            "patient",
+        )
+        for p in range(10)
+        for i in range(2)
+    ]
+    return pd.DataFrame(rows, columns=list(splits.POLICY_COLUMNS))
+
+
+def _patients_by_split(table: pd.DataFrame) -> dict[str, list[str]]:
+    named = table.assign(who=table["patient_id"].fillna(table["key"]))
+    return {split: sorted(set(part["who"])) for split, part in named.groupby("split")}
+
+
+@pytest.mark.filterwarnings("ignore:2 of 20 records have no patient id")
+def test_policy_split_patient_mode_is_a_fresh_patient_split():
+    rows = _policy_rows(dict.fromkeys(range(10), "train"))
+    table, source = splits.policy_split(rows, "patient", 0.2, 0.2, 3, complete=True)
+    expected = splits.patient_split(
+        rows[["key", "patient_id", "label", "kind"]].itertuples(index=False), 0.2, 0.2, 3
+    )
+    assert source == "patient-wise"
+    pd.testing.assert_frame_equal(table, expected)
+    assert list(table.columns) == list(splits.TABLE_COLUMNS)
+
+
+def test_policy_split_publisher_mode_uses_complete_publisher_splits_as_they_are():
+    publisher = {p: ("train", "val", "test")[p % 3] for p in range(10)}
+    rows = _policy_rows(publisher)
+    for complete in (True, False):
+        table, source = splits.policy_split(rows, "publisher", 0.2, 0.2, 0, complete=complete)
+        assert source == "publisher"
+        assert table["split"].tolist() == rows["publisher"].tolist()
+        assert table["group_kind"].tolist() == ["patient"] * 18 + ["image"] * 2
+
+
+def test_policy_split_carves_val_from_train_when_completing():
+    publisher = {p: "test" if p >= 8 else "train" for p in range(10)}  # P08, P09 (no id) in test
+    table, source = splits.policy_split(_policy_rows(publisher), "publisher", 0.25, 0.0, 0, complete=True)
+    assert source == "publisher test as test, val carved from train"
+    by_split = _patients_by_split(table)
+    assert by_split["test"] == ["P08", "P09/img0", "P09/img1"]
+    assert len(by_split["val"]) == 2 and len(by_split["train"]) == 6  # 25% of the 8 train patients
+    assert set(by_split["val"] + by_split["train"]) == {f"P{p:02d}" for p in range(8)}
+    assert table.loc[table["split"] == "test", "group_kind"].tolist() == [
+        "patient",
+        "patient",
+        "image",
+        "image",
+    ]
+    val_table, val_source = splits.policy_split(
+        _policy_rows({p: "val" if p >= 8 else "train" for p in range(10)}), "publisher", 0.25, 0.0, 0, True
+    )
+    assert val_source == "publisher val as test, val carved from train"
+    pd.testing.assert_frame_equal(val_table, table)  # the same cases, the publisher's val used as test
+
+
+@pytest.mark.filterwarnings("ignore:2 of 20 records have no patient id")
+def test_policy_split_as_given_keeps_incomplete_publisher_splits():
+    publisher = {p: "test" if p >= 8 else "train" for p in range(10)}
+    table, source = splits.policy_split(_policy_rows(publisher), "publisher", 0.25, 0.0, 0, complete=False)
+    assert source == "publisher"
+    assert _patients_by_split(table)["test"] == ["P08", "P09/img0", "P09/img1"]
+    only_train = _policy_rows(dict.fromkeys(range(10), "train"))
+    assert set(splits.policy_split(only_train, "publisher", 0.2, 0.2, 0, complete=False)[0]["split"]) == {
+        "train"
+    }
+    fresh, source = splits.policy_split(only_train, "publisher", 0.2, 0.2, 0, complete=True)
+    assert source == "patient-wise" and set(fresh["split"]) == {"train", "val", "test"}
+    nothing = _policy_rows(dict.fromkeys(range(10)))
+    assert splits.policy_split(nothing, "publisher", 0.2, 0.2, 0, complete=False)[1] == "patient-wise"
+
+
+def test_policy_split_refuses_partial_or_unusable_publisher_splits():
+    partial = _policy_rows({p: None if p == 0 else ("train", "val", "test")[p % 3] for p in range(10)})
+    for complete in (True, False):
+        with pytest.raises(
+            DataError, match="^/data/set: some records have a publisher split and some do not"
+        ):
+            splits.policy_split(partial, "publisher", 0.2, 0.2, 0, complete, where="/data/set")
+    no_train = _policy_rows({p: ("val", "test")[p % 2] for p in range(10)})
+    with pytest.raises(DataError, match=r"publisher splits \['test', 'val'\] need train plus val or test"):
+        splits.policy_split(no_train, "publisher", 0.2, 0.2, 0, complete=True)
+    with pytest.raises(ValueError, match="split mode must be patient or publisher; got 'file'"):
+        splits.policy_split(no_train, "file", 0.2, 0.2, 0, complete=True)

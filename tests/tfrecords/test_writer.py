@@ -17,7 +17,7 @@ from tfrecords.__main__ import main
 from tfrecords.manifest import load_manifest
 from tfrecords.reader import read_examples
 from tfrecords.spec import PreprocessSpec
-from tfrecords.writer import assign_shards, shard_name, write_dataset
+from tfrecords.writer import assign_shards, rewrite_images, shard_name, write_dataset
 
 
 def _all_examples(out: Path) -> list[dict]:
@@ -299,3 +299,53 @@ def test_records_transform_runs_before_preprocessing(handmade_root: Path, tmp_pa
 def _all_examples_of(root: Path, out: Path) -> list[dict]:
     write_dataset("test_handmade", root, out)
     return _all_examples(out)
+
+
+@pytest.mark.parametrize("options", [{"shards": 2}, {"shards": 2, "image_size": 6, "compression": "zlib"}])
+def test_rewrite_images_copies_everything_but_the_image(handmade_root: Path, tmp_path: Path, options) -> None:
+    source = write_dataset("test_handmade", handmade_root, tmp_path / "source", **options)
+    batch_sizes = []
+
+    def transform(batch):
+        batch_sizes.append(len(batch))
+        return {
+            "inverted": [255 - example["image"] for example in batch],
+            "same": [example["image"] for example in batch],
+        }
+
+    manifests = rewrite_images(source, tmp_path / "out", ("inverted", "same"), transform, {"why": "test"})
+    inverted, same = load_manifest(tmp_path / "out" / "inverted"), load_manifest(tmp_path / "out" / "same")
+    assert (inverted, same) == (manifests["inverted"], manifests["same"])
+    assert inverted.preprocess == {**source.preprocess, "why": "test", "variant": "inverted"}
+    assert (inverted.encoding, inverted.compression) == (source.encoding, source.compression)
+    assert sum(batch_sizes) == 12 and len(batch_sizes) == sum(
+        len(info.shards) for info in source.splits.values()
+    )
+    for split, info in source.splits.items():
+        assert [(s.name, s.count) for s in inverted.split(split).shards] == [
+            (s.name, s.count) for s in info.shards
+        ]
+        assert [s.sha256 for s in same.split(split).shards] == [s.sha256 for s in info.shards]  # same bytes
+        before = list(read_examples(source, split))
+        after = list(read_examples(inverted, split, verify_checksums=True))
+        assert len(after) == len(before) == info.count
+        for old, new in zip(before, after, strict=True):
+            np.testing.assert_array_equal(new["image"], 255 - old["image"])
+            assert new["masks"].keys() == old["masks"].keys()
+            for name in old["masks"]:
+                np.testing.assert_array_equal(new["masks"][name], old["masks"][name])
+            for field in ("key", "patient_id", "group", "labels", "label_indices", "slice_index", "shard"):
+                assert new[field] == old[field]
+            assert (new["original_shape"], new["path"]) == (old["original_shape"], old["path"])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out", "raw", "source"]  # no staging left
+
+
+def test_rewrite_images_leaves_nothing_when_the_transform_fails(handmade_root: Path, tmp_path: Path) -> None:
+    source = write_dataset("test_handmade", handmade_root, tmp_path / "source")
+
+    def transform(batch):
+        raise ValueError("no lungs found")
+
+    with pytest.raises(ValueError, match="no lungs found"):
+        rewrite_images(source, tmp_path / "out", ("inverted",), transform, {})
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["raw", "source"]

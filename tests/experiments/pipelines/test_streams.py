@@ -9,12 +9,16 @@ from keras import layers
 from experiments.pipelines.flops import model_flops
 from experiments.pipelines.streams import (
     GatedStreams,
+    SplitViews,
     combine_streams,
     comparison_metrics,
     manifestation_counts,
+    summarise,
     truth_label_map,
+    write_outputs,
 )
 from experiments.runner import run_experiment
+from segmentation.evaluate import SplitPredictions
 from tests.experiments.pipelines.phantom_rows import medseg_overrides, phantom_roots, volume_split_file
 
 
@@ -106,6 +110,75 @@ def test_comparison_metrics_on_hand_made_label_maps():
     assert values["miou_single"] == pytest.approx(1 / 6)
     assert values["miou_gain"] == pytest.approx(0.75 - 1 / 6)
     assert values["compute_saving"] == pytest.approx(1 - 8 / 20)
+
+
+def test_summarise_and_write_outputs_on_hand_made_views(tmp_path):
+    """4 images, cases a, a, b, b; gates: ggo on 0 and 2, consolidation on 1 and 2; every stream
+    claims every pixel and ggo wins overlaps, so the gated label maps are all-ggo, all-consolidation,
+    all-ggo and background. Truth: all ggo, all consolidation, empty, empty; the single model is exact."""
+    gates = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.7, 0.6, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
+    images = np.zeros((4, 8, 8, 3), dtype=np.float32)
+    images[:, 0, 0, :] = gates
+    pipeline = GatedStreams(
+        recogniser=top_left_pixel_recogniser(),
+        streams={"ggo": stream(0.9), "consolidation": stream(0.8)},
+        manifestations=("ggo", "consolidation"),
+        gate_thresholds={"ggo": 0.5, "consolidation": 0.5},
+    )
+    masks = np.zeros((4, 8, 8, 2), np.uint8)
+    masks[0, ..., 0] = masks[1, ..., 1] = 1
+    truth = truth_label_map(masks, pipeline.manifestations)
+    test = SplitPredictions(
+        images[..., 0],
+        np.zeros((4, 8, 8, 3), np.float32),
+        masks,
+        np.array(list("wxyz")),
+        np.array(list("aabb")),
+    )
+    gated, ungated = pipeline.predict(images, gated=True), pipeline.predict(images, gated=False)
+    views = SplitViews(test, truth, truth.copy(), 2.0, 100, gated, ungated)
+    summary, per_image = summarise(views, pipeline, n_resamples=50, seed=0)
+
+    value = {name: entry["value"] for name, entry in summary.items()}
+    # streams: ggo Dice 1, 1 (empty/empty), 0, 1; consolidation 1 everywhere.
+    assert (value["dice_ggo_streams"], value["dice_consolidation_streams"]) == (0.75, 1.0)
+    assert (value["dice_streams"], value["dice_single"], value["dice_gain"]) == (0.875, 1.0, -0.125)
+    assert value["miou_streams"] == pytest.approx(0.75)  # ggo 64 / (64 + 64), consolidation 1
+    # ungated: every image all ggo -> ggo Dice 1, 0, 0, 0; consolidation 1, 0, 1, 1.
+    assert (value["dice_ggo_ungated"], value["dice_consolidation_ungated"], value["dice_ungated"]) == (
+        0.25,
+        0.75,
+        0.5,
+    )
+    assert summary["dice_ungated"]["low"] is None  # not bootstrapped
+    assert summary["dice_gain"]["low"] <= -0.125 <= summary["dice_gain"]["high"]
+    per_stream, recogniser = pipeline.stream_flops["ggo"], pipeline.recogniser_flops
+    assert per_stream == model_flops(pipeline.streams["consolidation"]) > 0
+    np.testing.assert_array_equal(per_image["gated_flops"], recogniser + per_stream * np.array([1, 1, 2, 0]))
+    assert value["compute_saving"] == pytest.approx(1 - (4 * recogniser + 4 * per_stream) / (8 * per_stream))
+    assert (value["gated_flops"], value["ungated_flops"]) == (gated.flops, ungated.flops)
+    assert (value["single_flops"], value["single_seconds"]) == (400, 2.0)
+    assert (value["stream_runs"], value["stream_runs_possible"]) == (4, 8)
+    assert value["time_ratio"] == pytest.approx(gated.seconds / ungated.seconds)
+    assert per_image["key"].tolist() == list("wxyz") and per_image["ran_ggo"].tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert per_image["truth_px_consolidation"].tolist() == [0, 64, 0, 0]
+    assert per_image["dice_ggo_ungated"].tolist() == [1.0, 0.0, 0.0, 0.0]
+
+    write_outputs(
+        tmp_path, pipeline, {"thresholds": [0.5, 0.5], "overall": {"f1": 1.0}, "x": 0}, summary, per_image
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "per_image.csv"), per_image, check_dtype=False)
+    record = json.loads((tmp_path / "streams.json").read_text())
+    assert (record["n_test_images"], record["n_test_cases"]) == (4, 2)
+    assert record["recogniser"] == {"thresholds": [0.5, 0.5], "overall": {"f1": 1.0}}
+    assert record["stream_flops_per_image"] == {"ggo": per_stream, "consolidation": per_stream}
+    assert record["summary"]["dice_gain"]["value"] == -0.125 and len(record["per_image"]) == 4
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["per_image.csv", "streams.json"]
 
 
 def test_s0_streams_row_runs_end_to_end_on_phantoms(tmp_path):
