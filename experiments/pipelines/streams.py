@@ -432,4 +432,4 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
 
 def _recogniser_section(report: dict[str, Any]) -> dict[str, Any]:
     """The recogniser's test metrics and thresholds, as its evaluation reported them."""
-    return {"thresholds": report["thresholds"], "overall": report["overall"]}
+    return {"threshold": report["threshold"], "overall": report["overall"]}
