@@ -10,15 +10,15 @@ same write-time preprocessing as the training data (`tfrecords.spec.PreprocessSp
 "window=lung,clahe"), is resized bilinearly to the model's input size, scaled to [0, 1] (uint8 / 255,
 uint16 / 65535) and repeated to 3 channels when the model takes 3.
 
-When MODEL lies in a training run folder (beside its config.yaml tree), the preprocessing spec and the CT
-recipe (its label-free input chain, `data_prep.ct_recipe`) come from the training data's manifest, the class names from the config and the decision threshold from
-eval/metrics.json (chosen on validation); otherwise pass `preprocess` yourself and the threshold is 0.5.
+When MODEL has its `bundle.json` beside it (every trained run folder does, `common.bundle`), the
+preprocessing spec, the CT recipe (its label-free input chain, `data_prep.ct_recipe`), the class names
+and the decision threshold (chosen on validation) come from it; otherwise pass `preprocess` yourself and
+the threshold is 0.5.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,11 +29,10 @@ import numpy as np
 import pandas as pd
 
 import classification.models  # noqa: F401  (registers the models' custom layers for loading)
-from classification.data import ClassificationInputs
-from common.config import load_task_config
+from common.bundle import read_bundle
 from common.model_files import load_model_file, require_output_rank
 from common.model_input import model_input
-from common.task import CONFIG_FILE
+from common.thresholds import ThresholdChoice
 from data_prep import imageio
 from data_prep.ct_recipe import CTRecipe, model_inputs, recipe_from_config
 from data_prep.errors import DataError
@@ -59,26 +58,24 @@ class RunInfo:
 
 
 def run_info(model_path: str | Path) -> RunInfo:
-    """Reads config.yaml and eval/metrics.json beside `model_path`; defaults when absent."""
-    run_dir = Path(model_path).parent
-    config_path = run_dir / CONFIG_FILE
-    if not config_path.is_file():
+    """What the classifier's `bundle.json` (`common.bundle`) beside `model_path` says; defaults (no
+    preprocessing, fixed 0.5) for a model file without one."""
+    bundle = read_bundle(model_path, "classifier")
+    if bundle is None:
         return RunInfo()
-    inputs = ClassificationInputs(load_task_config(config_path))
-    manifest, task = inputs.manifests[0], inputs.task
     info = RunInfo(
-        manifest.preprocess.get("spec", ""),
-        task,
-        tuple(inputs.output_names),
-        next((name for name in inputs.class_names if name != inputs.positive_label), "negative"),
-        recipe=manifest.preprocess.get("recipe"),
+        bundle["preprocess"],
+        bundle["task"],
+        tuple(bundle["output_names"]),
+        bundle["negative_name"],
+        recipe=bundle["recipe"],
     )
-    metrics_path = run_dir / "eval" / "metrics.json"
-    if task != "multiclass" and metrics_path.is_file():
-        choice = json.loads(metrics_path.read_text())["threshold"]
-        source = f"{choice['criterion']} on {choice['split']}"
-        return dataclasses.replace(info, thresholds=tuple(choice["thresholds"]), threshold_source=source)
-    return info
+    if bundle["threshold"] is None:  # multiclass: argmax
+        return info
+    choice = ThresholdChoice.from_dict(bundle["threshold"])
+    return dataclasses.replace(
+        info, thresholds=tuple(choice.thresholds), threshold_source=f"{choice.criterion} on {choice.split}"
+    )
 
 
 def _volume_slices(path: Path, key: str) -> Iterator[Record]:

@@ -20,6 +20,7 @@ import tensorflow as tf
 from classification.data import ClassificationInputs, load_split, steps_per_epoch
 from classification.evaluate import evaluate_model, model_predict_fn, select_threshold
 from classification.models import build_classifier, unfreeze_top_blocks
+from common.bundle import write_bundle
 from common.config import TaskConfig
 from common.task import TrainingPlan
 from common.training import Stage, balanced_class_weight, set_batchnorm_momentum
@@ -119,8 +120,19 @@ class ClassificationTask:
         for a softmax model: argmax needs none)."""
         return select_threshold(model_predict_fn(model), self.inputs(config), run_dir, config.evaluation.criterion)
 
-    def write_bundle(self, best: Path, config: TaskConfig, threshold: Any) -> None:
-        """The run folder's config.yaml is the classifier's bundle (`classification.predict.run_info`)."""
+    def write_bundle(self, model: keras.Model, best: Path, config: TaskConfig, threshold: Any) -> None:
+        """`bundle.json` (`common.bundle`, kind "classifier"): the task, output and class names, the
+        name of the negative class (binary) and the validation threshold; read by
+        `classification.predict.run_info`."""
+        inputs = self.inputs(config)
+        fields = {
+            "task": self.name,
+            "output_names": inputs.output_names,
+            "class_names": inputs.class_names,
+            "negative_name": next((name for name in inputs.class_names if name != inputs.positive_label), "negative"),
+        }
+        choice = None if threshold is None else threshold.to_dict()
+        write_bundle(best, tuple(model.input_shape[1:]), "classifier", choice, inputs.manifests[0], fields)
 
     def evaluate(self, model: keras.Model, config: TaskConfig, run_dir: Path, threshold: Any) -> dict[str, Any]:
         return evaluate_model(

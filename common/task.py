@@ -7,7 +7,9 @@ validation split and how to evaluate the test split. `classification.task` imple
 `train_task` is the one driver: config -> trained run folder -> threshold -> model bundle -> evaluation.
 
 A run folder holds `config.yaml` (the `common.config.TaskConfig` tree as it ran), `best.keras`,
-`history.csv`, the task's threshold and bundle files, and `eval/` (the test evaluation).
+`history.csv`, `threshold.json` (chosen on validation), `bundle.json` (`common.bundle`: everything
+inference needs, read back by `classification.predict` and `segmentation.bundle.load_segmenter`) and
+`eval/` (the test evaluation).
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ class Task(Protocol):
     def choose_threshold(self, model: keras.Model, config: TaskConfig, run_dir: Path) -> Any:
         """The decision threshold(s) chosen on the validation split, written to the run folder."""
 
-    def write_bundle(self, best: Path, config: TaskConfig, threshold: Any) -> None:
-        """Writes what inference needs beside `best` (the model bundle)."""
+    def write_bundle(self, model: keras.Model, best: Path, config: TaskConfig, threshold: Any) -> None:
+        """Writes what inference needs beside `best`: its `bundle.json` (`common.bundle`)."""
 
     def evaluate(self, model: keras.Model, config: TaskConfig, run_dir: Path, threshold: Any) -> dict[str, Any]:
         """Scores the test split at `threshold`, writes `run_dir/eval/`, returns the report."""
@@ -135,6 +137,6 @@ def train_task(
     best = run_dir / "best.keras"
     model = keras.saving.load_model(best)
     threshold = task.choose_threshold(model, config, run_dir) if has_val else None
-    task.write_bundle(best, config, threshold)
+    task.write_bundle(model, best, config, threshold)
     report = task.evaluate(model, config, run_dir, threshold) if evaluate else None
     return TrainResult(run_dir, best, len(history.epoch), history.history, threshold, report)

@@ -1,38 +1,29 @@
-"""A trained segmenter as a self-contained bundle: `bundle.json` beside its `.keras` file.
+"""A trained segmenter as a self-contained bundle: `bundle.json` (`common.bundle`, kind "segmenter")
+beside its `.keras` file.
 
-The bundle records everything needed to apply the model to a raw file, and every inference path
-(`segmentation predict`, `evaluate-volumes`, the experiments' evaluation and the CT report) loads it
-through `load_segmenter`:
-- the model file and its SHA-256;
-- the output channels (label names), softmax or sigmoid, and the validation-chosen thresholds;
-- the input: size, channels and scaling (stored integer image / its dtype's maximum -> [0, 1]);
-- the write-time preprocessing spec and the CT recipe with every parameter (trim fraction, window,
-  CLAHE, crop rule, margin and jitter, resize), or null;
-- the models it depends on (the lung model whose predicted mask gives a "model"-rule crop), by path
-  relative to the bundle's folder and SHA-256; loading fails when a dependency's checksum differs.
+Every inference path (`segmentation predict`, `evaluate-volumes`, the experiments' evaluation and the
+CT report) loads a segmenter through `load_segmenter`. Beside the fields every bundle has (model
+checksum, input, threshold, preprocessing spec, CT recipe, dependencies, training data), a segmenter's
+bundle names its output channels (label names) and whether they are a softmax.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 
-from common.atomic import atomic_write_json
+from common.bundle import BUNDLE_NAME, checked_dependency, read_bundle, write_bundle
 from common.model_files import load_model_file, require_output_rank
 from common.thresholds import ThresholdChoice
 from data_prep.ct_recipe import CTRecipe, recipe_from_config
 from data_prep.errors import DataError
-from tfrecords.manifest import sha256_file
+from tfrecords.manifest import Manifest
 from tfrecords.spec import PreprocessSpec
 
-BUNDLE_NAME = "bundle.json"
-BUNDLE_FORMAT = "covid-repro segmenter bundle"
-BUNDLE_VERSION = 1
 GEOMETRIC_STEPS = ("resize",)
 
 
@@ -64,74 +55,20 @@ class Segmenter:
         return int(self.model.input_shape[-1])
 
 
-def _relative(path: Path, start: Path) -> str:
-    try:
-        return os.path.relpath(path.resolve(), start.resolve())
-    except ValueError:  # another drive
-        return str(path.resolve())
-
-
-def dependency(model_path: str | Path, bundle_dir: str | Path) -> dict[str, str]:
-    """{"path": relative to `bundle_dir`, "sha256"} of a model file another bundle depends on."""
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise DataError(model_path, "no such model file")
-    return {"path": _relative(model_path, Path(bundle_dir)), "sha256": sha256_file(model_path)}
-
-
-def write_bundle(
+def write_segmenter_bundle(
+    model: keras.Model,
     model_path: str | Path,
     channel_names: tuple[str, ...],
     multiclass: bool,
     threshold: ThresholdChoice | None,
-    preprocess: str,
-    recipe: dict[str, Any] | None,
-    training_data: dict[str, Any],
+    manifest: Manifest,
 ) -> Path:
-    """Writes `bundle.json` beside `model_path` (atomically). recipe: the manifest's recipe record,
-    with its lung dependency as {"path", "sha256"} (`dependency`); threshold None = fixed 0.5."""
-    model_path = Path(model_path)
-    model = keras.saving.load_model(model_path)
+    """Writes the segmenter's `bundle.json` beside `model_path`; threshold None = fixed 0.5 (argmax for
+    a softmax model)."""
     foreground = len(channel_names) - (1 if multiclass else 0)
     choice = threshold or ThresholdChoice.fixed(0.5, foreground)
-    recipe = None if recipe is None else dict(recipe)
-    depends = {}
-    if recipe is not None and isinstance(recipe.get("lung_model"), dict):
-        used = recipe.pop("lung_model")
-        depends["lung"] = dependency(used["path"], model_path.parent)
-        if depends["lung"]["sha256"] != used["sha256"]:
-            raise DataError(used["path"], "changed since it cropped the training data (SHA-256 differs)")
-        recipe["lung_model"] = "depends.lung"
-    height, width, channels = model.input_shape[1:]
-    values = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "model": {"file": model_path.name, "sha256": sha256_file(model_path)},
-        "channel_names": list(channel_names),
-        "multiclass": multiclass,
-        "threshold": choice.to_dict(),
-        "input": {"height": height, "width": width, "channels": channels, "scaling": "stored / dtype max"},
-        "preprocess": preprocess,
-        "recipe": recipe,
-        "depends": depends,
-        "training_data": training_data,
-    }
-    path = model_path.with_name(BUNDLE_NAME)
-    return atomic_write_json(path, values, default=str)
-
-
-def read_bundle(model_path: str | Path) -> dict[str, Any] | None:
-    """The bundle.json beside `model_path`, or None when there is none (an older run folder)."""
-    path = Path(model_path).with_name(BUNDLE_NAME)
-    if not path.is_file():
-        return None
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise DataError(path, f"not valid JSON ({error})") from error
-    if values.get("format") != BUNDLE_FORMAT:
-        raise DataError(path, f"not a segmenter bundle (format {values.get('format')!r})")
-    return values
+    fields = {"channel_names": list(channel_names), "multiclass": multiclass}
+    return write_bundle(model_path, tuple(model.input_shape[1:]), "segmenter", choice.to_dict(), manifest, fields)
 
 
 def _legacy_bundle(model_path: Path, outputs: int) -> dict[str, Any]:
@@ -149,15 +86,6 @@ def _legacy_bundle(model_path: Path, outputs: int) -> dict[str, Any]:
     }
 
 
-def _checked_dependency(bundle_path: Path, entry: dict[str, str]) -> Path:
-    path = (bundle_path.parent / entry["path"]).resolve()
-    if not path.is_file():
-        raise DataError(bundle_path, f"depends on {path}, which does not exist")
-    if sha256_file(path) != entry["sha256"]:
-        raise DataError(bundle_path, f"depends on {path}, whose SHA-256 differs from the recorded one")
-    return path
-
-
 def load_segmenter(
     model_path: str | Path,
     threshold: ThresholdChoice | str | Path | None = None,
@@ -173,7 +101,7 @@ def load_segmenter(
     model = load_model_file(model_path)
     require_output_rank(model, 4, model_path)  # a classifier here would "segment" into nonsense
     outputs = int(model.output_shape[-1])
-    bundle = read_bundle(model_path) or _legacy_bundle(model_path, outputs)
+    bundle = read_bundle(model_path, "segmenter") or _legacy_bundle(model_path, outputs)
     names = tuple(bundle["channel_names"])
     multiclass = bool(bundle["multiclass"])
     foreground = outputs - 1 if multiclass else outputs
@@ -192,7 +120,7 @@ def load_segmenter(
         recipe = recipe_from_config(values)
         if "lung" in bundle.get("depends", {}):
             bundle_path = model_path.with_name(BUNDLE_NAME)
-            lung = load_segmenter(_checked_dependency(bundle_path, bundle["depends"]["lung"]))
+            lung = load_segmenter(checked_dependency(bundle_path, bundle["depends"]["lung"]))
         elif recipe.crop == "model":
             raise DataError(
                 model_path.with_name(BUNDLE_NAME), 'crop rule "model" but no lung model in depends'

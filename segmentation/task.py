@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from common.config import TaskConfig
 from common.task import TrainingPlan
-from segmentation.bundle import write_bundle
+from segmentation.bundle import write_segmenter_bundle
 from segmentation.evaluate import select_threshold
 from segmentation.losses import get_loss
 from segmentation.metrics import DiceCoefficient, IoUScore
@@ -137,17 +137,9 @@ class SegmentationTask:
             average=config.evaluation.threshold_average,
         )
 
-    def write_bundle(self, best: Path, config: TaskConfig, threshold: Any) -> None:
+    def write_bundle(self, model: keras.Model, best: Path, config: TaskConfig, threshold: Any) -> None:
         manifest = load_manifest(tfrecord_folder(config))
-        write_bundle(
-            best,
-            config.channel_names,
-            config.model.multiclass,
-            threshold,
-            manifest.preprocess.get("spec", ""),
-            manifest.preprocess.get("recipe"),
-            {"dataset": manifest.dataset, "tfrecords": str(manifest.directory), "split_file": manifest.split_file},
-        )
+        write_segmenter_bundle(model, best, config.channel_names, config.model.multiclass, threshold, manifest)
 
     def evaluate(self, model: keras.Model, config: TaskConfig, run_dir: Path, threshold: Any) -> dict[str, Any]:
         """Scores the test split through the bundle just written (`segmentation.evaluate`)."""

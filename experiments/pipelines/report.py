@@ -62,7 +62,7 @@ from data_prep.io import (
 from data_prep.phantoms import is_synthetic
 from experiments.pipelines.report_montage import montage
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
-from segmentation.bundle import read_bundle
+from common.bundle import read_bundle
 from segmentation.predict import Segmenter, binarize, load_segmenter, volume_probabilities
 from tfrecords.manifest import sha256_file
 
@@ -104,7 +104,7 @@ class ReportModels:
                 "path": str(path.resolve()),
                 "sha256": bundle_checksum(path),
                 "decision": _decision(segmenters[role]),
-                "depends": (read_bundle(path) or {}).get("depends", {}),
+                "depends": (read_bundle(path, "segmenter") or {}).get("depends", {}),
             }
             for role, path in self.files.items()
         ]
