@@ -10,6 +10,7 @@ from common.training_config import LR_SCHEDULES
 from common.config import STRATEGIES, TASKS, ConfigError
 from experiments.config import ExperimentConfig
 from experiments.pipelines import check_pipeline_name
+from experiments.pipelines.options import pipeline_options
 
 SPLITS = ("publisher", "patient", "file")
 MIN_IMAGE_SIZE = 8  # the smallest input the pyramid models downsample without a zero-sized map
@@ -58,6 +59,7 @@ def check_config(config: ExperimentConfig) -> ExperimentConfig:
     _one_of("model.task", model.task, TASKS)
     if config.pipeline:
         check_pipeline_name(config.pipeline)
+    pipeline_options(config)  # typed and checked: unknown keys and values name themselves
     _at_least("training.epochs", training.epochs, 1)
     _at_least("training.fine_tune_epochs", training.fine_tune_epochs, 0)
     _at_least("training.unfreeze_top_blocks", training.unfreeze_top_blocks, 0)

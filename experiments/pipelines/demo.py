@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from experiments.config import ExperimentConfig, apply_overrides, from_dict, to_dict
 from experiments.data import PreparedData, prepare_data
 from experiments.pipelines import register_pipeline
+from experiments.pipelines.options import pipeline_options
 from experiments.tasks import Summary
 
 if TYPE_CHECKING:  # the runner imports the pipelines
@@ -56,7 +57,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Runs every part (with `context.run_task`); returns their summaries merged with `<part>_`
     prefixes and prints the table."""
     summaries: dict[str, Summary] = {}
-    for part, overrides in context.config.pipeline_options["parts"].items():
+    for part, overrides in pipeline_options(context.config).parts.items():
         config = part_config(context.config, part, overrides)
         part_context = dataclasses.replace(context, config=config, run_dir=context.run_dir / part)
         part_context.run_dir.mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,9 @@ Steps:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +38,7 @@ from common.config import ModelConfig, to_dict
 from common.training_config import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
+from experiments.pipelines.options import ROW_WEIGHTS, VARIANTS, LungSegmenterOptions, pipeline_options
 from experiments.pipelines import register_pipeline
 from experiments.run_folder import write_json
 from experiments.tasks import (
@@ -57,7 +56,6 @@ from tfrecords.writer import DecodedExample, rewrite_images
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
-VARIANTS = ("original", "segmented_lung", "without_lung")
 DONE = "done.json"
 # The row's training settings the lung segmenter shares; the rest (the classifier's monitor, class
 # weights, fine-tuning stages) keep their defaults.
@@ -72,29 +70,6 @@ SHARED_TRAINING_FIELDS = (
 # The data settings that shape the lung segmenter's training (its cache key); the classifier's own
 # (label names, balanced sampling, ...) do not.
 SEGMENTER_DATA_FIELDS = ("image_size", "channels", "batch_size", "augment", "steps_per_epoch", "cache")
-
-
-@dataclass(frozen=True)
-class LungSegmenterOptions:
-    """`pipeline_options.lung_segmenter`: the decoder, encoder, epochs, encoder weights, builder options."""
-
-    name: str = "fpn"
-    encoder: str = "densenet121"
-    epochs: int = 10
-    weights: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_config(cls, config: ExperimentConfig) -> LungSegmenterOptions:
-        values = dict(config.pipeline_options.get("lung_segmenter") or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"pipeline_options.lung_segmenter: unknown key(s) {unknown}; allowed: {sorted(known)}"
-            )
-        values.setdefault("weights", config.model.weights)
-        return cls(**values)
 
 
 def make_variants(image: np.ndarray, lung_mask: np.ndarray) -> dict[str, np.ndarray]:
@@ -139,7 +114,7 @@ def train_lung_segmenter(
                 task="segmentation",
                 name=options.name,
                 encoder=options.encoder,
-                weights=options.weights,
+                weights=config.model.weights if options.weights == ROW_WEIGHTS else options.weights,
                 loss="bce_dice",
                 options=dict(options.options),
             ),
@@ -219,13 +194,11 @@ def plot_variants(folders: Mapping[str, Path], out_path: Path, split: str = "tes
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """One S4 row: the cached lung segmenter and variants, then the classifier on the row's variant."""
     config = context.config
-    variant = config.pipeline_options.get("variant")
-    if variant not in VARIANTS:
-        raise ValueError(f"pipeline_options.variant must be one of {VARIANTS}, got {variant!r}")
+    options = pipeline_options(config)
+    variant = options.variant
     manifest = prepared.manifests[0]
-    options = LungSegmenterOptions.from_config(config)
     segmenter_path, seg_metrics = train_lung_segmenter(
-        config, manifest, context.cache_dir, context.strategy, options
+        config, manifest, context.cache_dir, context.strategy, options.lung_segmenter
     )
     folders = write_variants(manifest, segmenter_path, context.cache_dir)
     plot_variants(folders, context.run_dir / "variants.png")

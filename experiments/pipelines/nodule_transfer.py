@@ -35,6 +35,7 @@ from common.bootstrap import ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines import register_pipeline
+from experiments.pipelines.options import pipeline_options
 from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
@@ -47,26 +48,22 @@ from segmentation.train import train_segmenter
 if TYPE_CHECKING:  # the runner imports the pipelines
     from experiments.runner import RunContext
 
-INITS = ("nodule", "imagenet", "scratch")
 PRETRAIN_DONE = "pretrain.json"  # written last: a pretraining folder without it is incomplete
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # as `python -m experiments`
 
 
 def pretrain_options(config: ExperimentConfig) -> dict[str, Any]:
-    """`pipeline_options.pretrain` with defaults: dataset lidc, its root, mask and preprocessing,
-    10 epochs, patient split."""
-    options = dict(config.pipeline_options.get("pretrain") or {})
-    dataset = options.get("dataset", "lidc")
-    if dataset not in PRETRAIN_DATASETS:
-        raise ValueError(f"pretrain dataset {dataset!r} is not one of {sorted(PRETRAIN_DATASETS)}")
-    root, mask_names, preprocess = PRETRAIN_DATASETS[dataset]
+    """The row's `pipeline_options.pretrain` (`options.PretrainOptions`) with the dataset's defaults
+    filled in: its root, mask and preprocessing (`PRETRAIN_DATASETS`)."""
+    options = pipeline_options(config).pretrain
+    root, mask_names, preprocess = PRETRAIN_DATASETS[options.dataset]
     return {
-        "dataset": dataset,
-        "root": options.get("root", root),
-        "epochs": int(options.get("epochs", 10)),
-        "mask_names": list(options.get("mask_names", mask_names)),
-        "split": options.get("split", "patient"),
-        "preprocess": options.get("preprocess", preprocess),
+        "dataset": options.dataset,
+        "root": options.root or root,
+        "epochs": options.epochs,
+        "mask_names": list(options.mask_names or mask_names),
+        "split": options.split,
+        "preprocess": preprocess if options.preprocess is None else options.preprocess,
     }
 
 
@@ -136,19 +133,12 @@ def transferred_model(run: TaskConfig, checkpoint: str | Path) -> tuple[keras.Mo
     return model, transfer_weights(checkpoint, model)
 
 
-def _init_of(config: ExperimentConfig) -> str:
-    init = config.pipeline_options.get("init", "nodule")
-    if init not in INITS:
-        raise ValueError(f"pipeline_options.init must be one of {INITS}, got {init!r}")
-    return init
-
-
 @register_pipeline("nodule_transfer")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains and evaluates one transfer row (see the module docstring); returns its summary, with
     `transfer_loaded_layers` and `transfer_loaded_parameters` (0 unless init is "nodule")."""
     config = context.config
-    init = _init_of(config)
+    init = pipeline_options(config).init
     manifest = prepared.manifests[0]
     replicas = context.strategy.num_replicas_in_sync
     weights = "imagenet" if init == "imagenet" else None

@@ -17,7 +17,6 @@ counted FLOPs of both, and Dice / mIoU of the gated streams against the single m
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +26,13 @@ import keras
 import numpy as np
 import pandas as pd
 
-from classification.recogniser import DEFAULT_MIN_PIXELS, recogniser_data, train_recogniser
+from classification.recogniser import recogniser_data, train_recogniser
 from common.atomic import atomic_write_bytes
 from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines import register_pipeline
+from experiments.pipelines.options import pipeline_options
 from experiments.pipelines.flops import model_flops
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, task_config
@@ -221,26 +221,19 @@ def _train_recogniser(
     """The multi-label recogniser on mask-derived labels; returns it and its test report, whose
     per-class thresholds were chosen on validation."""
     config = context.config
-    options = dict(config.pipeline_options.get("recogniser") or {})
-    row = dataclasses.replace(
-        config,
-        model=dataclasses.replace(
-            config.model,
-            name=options.get("name", "mobilenetv2"),
-            weights=options.get("weights"),
-            options=dict(options.get("options") or {}),
-        ),
-        training=dataclasses.replace(
-            config.training,
-            epochs=int(options.get("epochs", config.training.epochs)),
-            learning_rate=float(options.get("learning_rate", config.training.learning_rate)),
-        ),
-    )
+    options = pipeline_options(config).recogniser
     run = task_config(
-        row,
+        config,
         [data],
         context.strategy.num_replicas_in_sync,
-        **recogniser_data(manifestations, int(options.get("min_pixels", DEFAULT_MIN_PIXELS))),
+        **{
+            "model.name": options.name,
+            "model.weights": options.weights,
+            "model.options": dict(options.options),
+            "training.epochs": options.epochs or config.training.epochs,
+            "training.learning_rate": options.learning_rate or config.training.learning_rate,
+        },
+        **recogniser_data(manifestations, options.min_pixels),
     )
     result = train_recogniser(run, context.run_dir / "recogniser", context.strategy)
     model = keras.saving.load_model(Path(result["run_dir"]) / "best.keras", compile=False)

@@ -24,7 +24,7 @@ draws both curves.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -38,6 +38,7 @@ from common import plots
 from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.data import PreparedData
 from experiments.pipelines import register_pipeline
+from experiments.pipelines.options import pipeline_options
 from experiments.tasks import Summary, summarize_classification, task_config
 
 if TYPE_CHECKING:  # the runner imports the pipelines
@@ -97,25 +98,12 @@ def plot_coverage(curves: dict[str, list[dict[str, float]]], path: Path) -> Path
     )
 
 
-def _options(options: dict[str, Any]) -> tuple[list[str], list[int], int]:
-    known = {"members", "seeds", "mc_dropout_samples"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ValueError(f"pipeline_options: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    members = list(options.get("members") or [])
-    seeds = [int(seed) for seed in options.get("seeds") or [0]]
-    if len(members) * len(seeds) < 2:
-        raise ValueError(
-            f"an ensemble needs at least 2 members x seeds, got members {members} and seeds {seeds}"
-        )
-    return members, seeds, int(options.get("mc_dropout_samples", 20))
-
-
 @register_pipeline("uncertainty")
 def run(context: RunContext, prepared: PreparedData) -> Summary:
     """Trains every member, evaluates the ensemble and MC dropout; returns the summary."""
     config = context.config
-    members, seeds, samples = _options(config.pipeline_options)
+    options = pipeline_options(config)
+    members, seeds, samples = options.members, options.seeds, options.mc_dropout_samples
     folders = [str(manifest.directory) for manifest in prepared.manifests]
     base = task_config(config, folders, context.strategy.num_replicas_in_sync)
     summary: Summary = {}

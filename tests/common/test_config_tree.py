@@ -87,3 +87,19 @@ def test_every_setting_of_the_tree_is_read_outside_the_config_modules():
         if name not in READ_BY_THE_LOADER and not re.search(rf"\.{name}\b", text)
     ]
     assert len(_fields(ExperimentConfig())) > 60 and unread == []
+
+
+def test_pipeline_options_are_typed_and_checked_when_the_row_loads(tmp_path):
+    from experiments.pipelines.options import NoduleTransferOptions, pipeline_options
+
+    row = "paper: S0\nrow: transfer\npipeline: nodule_transfer\n"
+    (tmp_path / "ok.yaml").write_text(row + "pipeline_options: {init: scratch, pretrain: {epochs: 3}}\n")
+    options = pipeline_options(load_config(tmp_path / "ok.yaml"))
+    assert isinstance(options, NoduleTransferOptions) and (options.init, options.pretrain.epochs) == ("scratch", 3)
+    assert options.pretrain.dataset == "lidc"  # the default
+    (tmp_path / "typo.yaml").write_text(row + "pipeline_options: {int: scratch}\n")
+    with pytest.raises(ConfigError, match=r"pipeline_options: unknown key\(s\) int; allowed: init, pretrain"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "value.yaml").write_text(row + "pipeline_options: {init: nodules}\n")
+    with pytest.raises(ConfigError, match="pipeline_options.init: must be one of nodule, imagenet, scratch"):
+        load_config(tmp_path / "value.yaml")

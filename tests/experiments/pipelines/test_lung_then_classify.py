@@ -11,9 +11,8 @@ import pytest
 import tensorflow as tf
 import yaml
 
+from experiments.pipelines.options import VARIANTS, pipeline_options
 from experiments.pipelines.lung_then_classify import (
-    VARIANTS,
-    LungSegmenterOptions,
     lung_masks,
     make_variants,
     train_lung_segmenter,
@@ -85,7 +84,7 @@ def test_s4_row_end_to_end_and_the_cache_shared_by_the_other_rows(tmp_path):
     other = get_experiment("s4_vgg19bn_without_lung", TINY)
     apply_precision(other)  # as the runner does for every row
     manifest = load_manifest(json.loads((run_dir / "run.json").read_text())["manifests"][0]["directory"])
-    options = LungSegmenterOptions.from_config(other)
+    options = pipeline_options(other).lung_segmenter
     best, metrics = train_lung_segmenter(other, manifest, cache, tf.distribute.get_strategy(), options)
     assert str(best) == record["model"]
     assert metrics["masks"]["lung"]["dice"]["per_image"]["value"] == summary["lung_dice"]["value"]

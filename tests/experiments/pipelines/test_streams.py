@@ -170,12 +170,12 @@ def test_summarise_and_write_outputs_on_hand_made_views(tmp_path):
     assert per_image["dice_ggo_ungated"].tolist() == [1.0, 0.0, 0.0, 0.0]
 
     write_outputs(
-        tmp_path, pipeline, {"thresholds": [0.5, 0.5], "overall": {"f1": 1.0}, "x": 0}, summary, per_image
+        tmp_path, pipeline, {"threshold": {"thresholds": [0.5, 0.5]}, "overall": {"f1": 1.0}, "x": 0}, summary, per_image
     )
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "per_image.csv"), per_image, check_dtype=False)
     record = json.loads((tmp_path / "streams.json").read_text())
     assert (record["n_test_images"], record["n_test_cases"]) == (4, 2)
-    assert record["recogniser"] == {"thresholds": [0.5, 0.5], "overall": {"f1": 1.0}}
+    assert record["recogniser"] == {"threshold": {"thresholds": [0.5, 0.5]}, "overall": {"f1": 1.0}}
     assert record["stream_flops_per_image"] == {"ggo": per_stream, "consolidation": per_stream}
     assert record["summary"]["dice_gain"]["value"] == -0.125 and len(record["per_image"]) == 4
     assert sorted(path.name for path in tmp_path.iterdir()) == ["per_image.csv", "streams.json"]

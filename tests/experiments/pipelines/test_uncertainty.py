@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.config import DataConfig, ModelConfig, TaskConfig
-from experiments.pipelines.uncertainty import _options, coverage_metrics, member_configs
+from common.config import ConfigError, DataConfig, ModelConfig, TaskConfig, from_dict
+from experiments.pipelines.options import UncertaintyOptions
+from experiments.pipelines.uncertainty import coverage_metrics, member_configs
 from experiments.runner import run_experiment
 from tests.experiments.pipelines.phantom_rows import TINY_CLASSIFIER
 
@@ -55,13 +56,14 @@ def test_member_configs_cross_members_and_seeds(tmp_path, phantom_tfrecords):
 
 
 def test_options_need_two_models_and_known_keys():
-    assert _options({"members": ["a", "b"]}) == (["a", "b"], [0], 20)
-    with pytest.raises(
-        ValueError, match=r"an ensemble needs at least 2 members x seeds, got members \['a'\]"
-    ):
-        _options({"members": ["a"], "seeds": [3]})
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['samples'\]"):
-        _options({"members": ["a", "b"], "samples": 3})
+    def options(values):
+        return from_dict(UncertaintyOptions, values, "pipeline_options")
+
+    assert options({"members": ["a", "b"]}) == UncertaintyOptions(["a", "b"], [0], 20)
+    with pytest.raises(ConfigError, match=r"an ensemble needs at least 2 members x seeds, got members \['a'\]"):
+        options({"members": ["a"], "seeds": [3]})
+    with pytest.raises(ConfigError, match=r"pipeline_options: unknown key\(s\) samples; allowed: "):
+        options({"members": ["a", "b"], "samples": 3})
 
 
 @pytest.fixture(scope="module")
