@@ -9,7 +9,7 @@ Steps run in the order written, on one record's image (converted to grayscale fi
 | `range=LOW:HIGH` | "normalized" float values, [LOW, HIGH] -> uint8 0-255, saturating |
 | `minmax` | per-image min-max -> uint8 0-255 |
 | `clahe`, `clahe=CLIP` or `clahe=CLIP:TILES` | CLAHE (default clip 2.0, 8 x 8 tiles) on uint8/uint16 |
-| `lungcrop` or `lungcrop=MARGIN` | crop image and masks to the lung box (lung mask if present, else dark regions) |
+| `lungcrop` or `lungcrop=MARGIN` | crop image and masks to the lung box found label-free (the image's dark inner regions, never its lung mask) |
 | `resize=N` or `resize=HxW` | bilinear for the image, nearest for the masks, to N x N or H x W pixels |
 
 The stored image must end as uint8 or uint16: HU images get `window=lung` first unless the spec has
@@ -114,7 +114,9 @@ def _clahe(image: np.ndarray, masks: Masks, clip: float = 2.0, tiles: float = 8)
 
 
 def _lungcrop(image: np.ndarray, masks: Masks, margin: float = 4) -> tuple[np.ndarray, Masks]:
-    box = preprocess.lung_roi_box(image, masks.get("lung"), margin=int(margin))
+    """Label-free: the box of the dark inner regions of the image itself (`preprocess.lung_roi_box`
+    without a mask), for every split alike, so no lung label frames a validation or test input."""
+    box = preprocess.lung_roi_box(image, None, margin=int(margin))
     return preprocess.crop_to_box(image, box), {
         name: preprocess.crop_to_box(mask, box) for name, mask in masks.items()
     }

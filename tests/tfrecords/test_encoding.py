@@ -3,6 +3,7 @@ manifests written before schema version 2 (PNG only, no encoding keys) still rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_prep.records import Record
 from tests.tfrecords.conftest import HEIGHT, WIDTH, handmade_records, make_record, stage
 from tfrecords.__main__ import main
 from tfrecords.manifest import MANIFEST_NAME, load_manifest
@@ -97,12 +99,22 @@ def test_auto_encoding_is_raw_only_when_every_image_gets_one_size(
     assert encoding_of("cropped-then-resized", preprocess="lungcrop,resize=8") == "raw"
 
 
-def test_raw_images_of_different_sizes_read_at_a_given_size(handmade_root: Path, tmp_path: Path) -> None:
+def _dark_lungs(record: Record) -> Record:
+    """The record with a bright body and a dark "lung" whose width depends on its index, so that the
+    label-free lung crop gives images of different sizes."""
+    image = np.full(record.image.shape, 200, np.uint8)
+    image[2:7, 2 : 5 + record.slice_index % 4] = 20
+    return dataclasses.replace(record, image=image)
+
+
+def test_raw_images_of_different_sizes_read_at_a_given_size(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    manifest = write_dataset("test_handmade", handmade_root, out, preprocess="lungcrop=0", encoding="raw")
+    varied = [_dark_lungs(record) for record in handmade_records()]
+    root = stage(tmp_path / "varied", varied)
+    manifest = write_dataset("test_handmade", root, out, preprocess="lungcrop=0", encoding="raw")
     assert manifest.image_height is None
     spec = PreprocessSpec.parse("lungcrop=0")
-    records = {record.key: record for record in handmade_records()}
+    records = {record.key: record for record in varied}
     examples = list(read_examples(out, "train"))
     assert len({example["image"].shape for example in examples}) > 1
     for example in examples:

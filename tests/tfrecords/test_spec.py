@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -57,11 +59,17 @@ def test_window_and_range_values() -> None:
     np.testing.assert_array_equal(PreprocessSpec.parse("minmax").apply(record)[0], [[85, 128, 255, 0]])
 
 
-def test_lungcrop_crops_image_and_masks_to_the_lung_box() -> None:
-    record = make_record(0, "p", "covid")  # lung rows 2..7, columns 1..11
+def test_lungcrop_finds_the_box_from_the_image_and_never_from_the_lung_label() -> None:
+    body = np.full((10, 14), 200, np.uint8)
+    body[3:7, 2:5] = 20  # two dark "lungs" inside the body: rows 3..7, columns 2..10
+    body[3:8, 8:11] = 20
+    record = make_record(0, "p", "covid", image=body)
     image, masks = PreprocessSpec.parse("lungcrop=1").apply(record)
-    np.testing.assert_array_equal(image, record.image[1:9, 0:13])
-    np.testing.assert_array_equal(masks["infection"], record.masks["infection"][1:9, 0:13])
+    np.testing.assert_array_equal(image, body[2:9, 1:12])
+    np.testing.assert_array_equal(masks["infection"], record.masks["infection"][2:9, 1:12])
+    wrong_label = dict(record.masks, lung=np.ones_like(record.masks["lung"]))  # a label that would frame it all
+    relabelled = dataclasses.replace(record, masks=wrong_label)
+    np.testing.assert_array_equal(PreprocessSpec.parse("lungcrop=1").apply(relabelled)[0], image)
 
 
 def test_colour_becomes_grayscale() -> None:
