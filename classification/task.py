@@ -151,7 +151,9 @@ class ClassificationTask(ABC):
             raise ValueError(f"{len(threshold.thresholds)} thresholds for {len(predictions.output_names)} outputs")
         threshold.check_applicable_to(predictions.split)
 
-    def plot_threshold_choice(self, out_dir: Path, validation: Predictions, choice: ThresholdChoice) -> None:
+    def plot_threshold_choice(  # noqa: B027 (a hook: only binary plots its choice)
+        self, out_dir: Path, validation: Predictions, choice: ThresholdChoice
+    ) -> None:
         """Plots of the validation threshold choice into `out_dir` (none by default)."""
 
     @abstractmethod
@@ -193,7 +195,9 @@ class ClassificationTask(ABC):
     def prediction_columns(
         self, probabilities: np.ndarray, names: Sequence[str], thresholds: Sequence[float], negative: str
     ) -> Columns:
-        """predict's probability and decision columns for (N, K) probabilities, K `names`."""
+        """predict's probability and decision columns for (N, K) probabilities and K output `names`;
+        `thresholds`: one per output (argmax tasks ignore them); `negative`: the name a binary
+        decision below the threshold gets."""
 
     def correct(self, predictions: Predictions, threshold: ThresholdChoice | None) -> np.ndarray:
         """(N,) bool: the decision equals the label (for coverage-accuracy)."""
@@ -433,7 +437,8 @@ class MulticlassTask(ClassificationTask):
     def frame_columns(self, predictions: Predictions, threshold: ThresholdChoice | None) -> Columns:
         """label, probability_<class> per class, predicted (the argmax class)."""
         label = np.asarray(predictions.class_names)[predictions.targets]
-        return {"label": label, **self.prediction_columns(predictions.probabilities, predictions.class_names, (), "")}
+        columns = self.prediction_columns(predictions.probabilities, predictions.class_names, thresholds=(), negative="")
+        return {"label": label, **columns}
 
     def confusion(
         self, predictions: Predictions, threshold: ThresholdChoice | None, report: dict[str, Any]
