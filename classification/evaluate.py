@@ -285,7 +285,9 @@ def write_evaluation(
     where the task has one, training_curves.png from `run_dir/history.csv`) into out_dir, each file
     all-or-nothing."""
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(json_ready(dict(report)), indent=2, allow_nan=False))
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(json_ready(dict(report)), indent=2, allow_nan=False)
+    )
     atomic_write_text(
         out_dir / "predictions.csv", predictions_frame(predictions, threshold).to_csv(index=False)
     )

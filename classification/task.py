@@ -148,7 +148,9 @@ class ClassificationTask(ABC):
         if threshold is None:
             raise ValueError(f"{self.name} predictions need a threshold chosen on validation data")
         if len(threshold.thresholds) != len(predictions.output_names):
-            raise ValueError(f"{len(threshold.thresholds)} thresholds for {len(predictions.output_names)} outputs")
+            raise ValueError(
+                f"{len(threshold.thresholds)} thresholds for {len(predictions.output_names)} outputs"
+            )
         threshold.check_applicable_to(predictions.split)
 
     def plot_threshold_choice(  # noqa: B027 (a hook: only binary plots its choice)
@@ -227,7 +229,9 @@ class ClassificationTask(ABC):
     def build_inputs(self, config: TaskConfig, split: str, training: bool) -> tf.data.Dataset:
         return load_split(self.inputs(config), split, training=training)
 
-    def compile_model(self, model: keras.Model, optimizer: keras.optimizers.Optimizer, config: TaskConfig) -> None:
+    def compile_model(
+        self, model: keras.Model, optimizer: keras.optimizers.Optimizer, config: TaskConfig
+    ) -> None:
         model.compile(optimizer=optimizer, loss=self.loss, metrics=self.build_metrics())
 
     def class_weight(self, config: TaskConfig) -> dict[int, float] | None:
@@ -243,16 +247,22 @@ class ClassificationTask(ABC):
         return TrainingPlan(
             stages=training_stages(config.training),
             class_weight=self.class_weight(config),
-            steps_per_epoch=steps_per_epoch(inputs, inputs.splits["train"]) if inputs.balanced_sampling else None,
+            steps_per_epoch=steps_per_epoch(inputs, inputs.splits["train"])
+            if inputs.balanced_sampling
+            else None,
         )
 
     def has_validation(self, config: TaskConfig) -> bool:
         return True  # classifiers always select the model and the threshold on validation
 
-    def choose_threshold(self, model: keras.Model, config: TaskConfig, run_dir: Path) -> ThresholdChoice | None:
+    def choose_threshold(
+        self, model: keras.Model, config: TaskConfig, run_dir: Path
+    ) -> ThresholdChoice | None:
         """Per-output thresholds on validation by `evaluation.criterion`, written to threshold.json (None
         for argmax decisions)."""
-        return select_threshold(model_predict_fn(model), self.inputs(config), run_dir, config.evaluation.criterion)
+        return select_threshold(
+            model_predict_fn(model), self.inputs(config), run_dir, config.evaluation.criterion
+        )
 
     def write_bundle(self, model: keras.Model, best: Path, config: TaskConfig, threshold: Any) -> None:
         """`bundle.json` (`common.bundle`, kind "classifier"): the task, output and class names, the
@@ -268,7 +278,9 @@ class ClassificationTask(ABC):
         choice = None if threshold is None else threshold.to_dict()
         write_bundle(best, tuple(model.input_shape[1:]), "classifier", choice, inputs.manifests[0], fields)
 
-    def evaluate(self, model: keras.Model, config: TaskConfig, run_dir: Path, threshold: Any) -> dict[str, Any]:
+    def evaluate(
+        self, model: keras.Model, config: TaskConfig, run_dir: Path, threshold: Any
+    ) -> dict[str, Any]:
         return evaluate_model(
             model,
             self.inputs(config),
@@ -367,7 +379,9 @@ class BinaryTask(ClassificationTask):
         """label, probability, predicted (class names)."""
         positive, negative = self._names(predictions)
         label = np.where(predictions.targets == 1, positive, negative)
-        columns = self.prediction_columns(predictions.probabilities, [positive], threshold.thresholds, negative)
+        columns = self.prediction_columns(
+            predictions.probabilities, [positive], threshold.thresholds, negative
+        )
         return {"label": label, **columns}
 
     def confusion(
@@ -379,7 +393,7 @@ class BinaryTask(ClassificationTask):
         return matrix, list(self._names(predictions))
 
     def curves(self, predictions: Predictions) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """"all", then one per modality and per source where there are several."""
+        """ "all", then one per modality and per source where there are several."""
         subsets = {"all": predictions}
         for column in GROUP_COLUMNS.values():
             subsets.update(predictions.groups(column))
@@ -396,7 +410,9 @@ class BinaryTask(ClassificationTask):
         return {"probability": probabilities[:, 0], "predicted": predicted}
 
     def correct(self, predictions: Predictions, threshold: ThresholdChoice | None) -> np.ndarray:
-        return at_thresholds(predictions.probabilities, threshold.thresholds)[:, 0] == (predictions.targets == 1)
+        return at_thresholds(predictions.probabilities, threshold.thresholds)[:, 0] == (
+            predictions.targets == 1
+        )
 
 
 class MulticlassTask(ClassificationTask):
@@ -421,7 +437,11 @@ class MulticlassTask(ClassificationTask):
         self, predictions: Predictions, threshold: ThresholdChoice | None, n_resamples: int, seed: int
     ) -> dict[str, Any]:
         """Accuracy and the macro one-vs-rest metrics with CIs, per_class values, the confusion matrix, n."""
-        names, targets, probabilities = predictions.class_names, predictions.targets, predictions.probabilities
+        names, targets, probabilities = (
+            predictions.class_names,
+            predictions.targets,
+            predictions.probabilities,
+        )
 
         def metric_fn(labels, scores):
             values = m.multiclass_metrics(labels, scores, names)
@@ -437,7 +457,9 @@ class MulticlassTask(ClassificationTask):
     def frame_columns(self, predictions: Predictions, threshold: ThresholdChoice | None) -> Columns:
         """label, probability_<class> per class, predicted (the argmax class)."""
         label = np.asarray(predictions.class_names)[predictions.targets]
-        columns = self.prediction_columns(predictions.probabilities, predictions.class_names, thresholds=(), negative="")
+        columns = self.prediction_columns(
+            predictions.probabilities, predictions.class_names, thresholds=(), negative=""
+        )
         return {"label": label, **columns}
 
     def confusion(
@@ -501,7 +523,9 @@ class MultilabelTask(ClassificationTask):
             return values
 
         flat = metrics_with_cis(metric_fn, predictions, predictions.probabilities, n_resamples, seed)
-        per_class = {name: {metric: flat[f"{name}/{metric}"] for metric in m.BINARY_METRICS} for name in names}
+        per_class = {
+            name: {metric: flat[f"{name}/{metric}"] for metric in m.BINARY_METRICS} for name in names
+        }
         macro = {metric: flat[f"macro/{metric}"] for metric in m.BINARY_METRICS}
         return {"per_class": per_class, "macro": macro, "n": int(len(predictions.targets))}
 
@@ -518,10 +542,13 @@ class MultilabelTask(ClassificationTask):
     def prediction_columns(
         self, probabilities: np.ndarray, names: Sequence[str], thresholds: Sequence[float], negative: str
     ) -> Columns:
-        """probability_<name> for every output, then predicted_<name> (0/1 at its threshold)."""
+        """probability_<name> and predicted_<name> (0/1 at its threshold) for each output in turn."""
         predicted = at_thresholds(probabilities, thresholds).astype(int)
-        columns = {f"probability_{name}": probabilities[:, k] for k, name in enumerate(names)}
-        return {**columns, **{f"predicted_{name}": predicted[:, k] for k, name in enumerate(names)}}
+        columns = {}
+        for k, name in enumerate(names):
+            columns[f"probability_{name}"] = probabilities[:, k]
+            columns[f"predicted_{name}"] = predicted[:, k]
+        return columns
 
 
 CLASSIFICATION_TASKS: dict[str, ClassificationTask] = {
