@@ -81,14 +81,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from classification.data import ClassificationInputs
+    from classification.task import task_of
     from classification.train import train_classifier
     from common.config import load_task_config
     from common.shard_checks import verify_shards
 
     config = load_task_config(args.config, args.set)
     if not args.no_verify:
-        print(verify_shards(ClassificationInputs(config).manifests))
+        print(verify_shards(task_of(config).inputs(config).manifests))
     result = train_classifier(config, args.run_dir, evaluate=not args.no_evaluate)
     _print_headline(result["metrics"])
 
@@ -125,7 +125,7 @@ def _uncertainty(args: argparse.Namespace) -> None:
 
 def _run_options(args: argparse.Namespace) -> tuple[Path, ClassificationInputs, dict[str, Any]]:
     """(run folder, its inputs, the evaluation options from its config tree and the flags)."""
-    from classification.data import ClassificationInputs
+    from classification.task import task_of
     from common.config import load_task_config
     from common.task import CONFIG_FILE
 
@@ -137,7 +137,7 @@ def _run_options(args: argparse.Namespace) -> tuple[Path, ClassificationInputs, 
         "criterion": getattr(args, "criterion", None) or config.evaluation.criterion,
         "run_dir": run,
     }
-    return run, ClassificationInputs(config), options
+    return run, task_of(config).inputs(config), options
 
 
 def _print_headline(report: dict[str, Any]) -> None:

@@ -2,10 +2,11 @@
 
 Several folders (e.g. a CT set and an X-ray set for the S0 multi-modal classifier) are mixed into one
 stream; `label_map` renames each folder's labels onto the run's class names (e.g. "COVID-19" ->
-"COVID", "Normal" -> "NonCOVID"). Targets:
+"COVID", "Normal" -> "NonCOVID"). Targets are the task's (`classification.task`):
 - "binary": float32 (B, 1), 1.0 for `positive_label`;
 - "multiclass": int32 (B,) class index into `class_names`;
-- "multilabel": float32 (B, K) multi-hot over `class_names`.
+- "multilabel": float32 (B, K) multi-hot over `class_names` (or over mask presence,
+  `mask_label_min_pixels`).
 Images are float32 (B, H, W, channels) in [0, 1]: the classifiers scale inside the model.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,7 +26,8 @@ from tfrecords.manifest import Manifest, load_manifest
 from tfrecords.read_config import ReadConfig
 from tfrecords.reader import META_FIELDS, make_dataset
 
-TASKS = ("binary", "multiclass", "multilabel")
+if TYPE_CHECKING:
+    from classification.task import ClassificationTask
 
 
 class ClassificationInputs:
@@ -33,33 +36,27 @@ class ClassificationInputs:
 
     Built from `config.data` (tfrecords, label_names -> class_names, label_map, positive_label,
     image_size, channels, batch_size, augment, cache, balanced_sampling, mask_label_min_pixels,
-    splits), `config.model.task` and `config.runtime` (seed, deterministic). class_names default to
-    the first folder's manifest labels; positive_label ("binary") to the first class.
+    splits) and `config.runtime` (seed, deterministic) for `task`, the task object of
+    `config.model.task` (make them with `classification.task.task_of(config).inputs(config)`).
+    class_names default to the first folder's manifest labels; positive_label ("binary") to the
+    first class.
     """
 
-    def __init__(self, config: TaskConfig) -> None:
-        data, self.task = config.data, config.model.task
-        if self.task not in TASKS:
-            raise ValueError(f"task {self.task!r} is not one of {TASKS}")
+    def __init__(self, config: TaskConfig, task: ClassificationTask) -> None:
+        data, self.task = config.data, task
         if not data.tfrecords:
             raise ValueError("data.tfrecords: a classifier needs at least one TFRecord folder")
         self.folders = [data.tfrecords] if isinstance(data.tfrecords, str | Path) else list(data.tfrecords)
         self.manifests = [load_manifest(folder) for folder in self.folders]
         self.class_names = list(data.label_names) or list(self.manifests[0].label_names)
         self.label_map = dict(data.label_map)
-        self.positive_label = data.positive_label
+        self.positive_label = task.positive_label(self.class_names, data.positive_label)
         self.image_size, self.channels, self.batch_size = data.image_size, data.channels, data.batch_size
         self.augment = data.augment or None
         self.cache, self.balanced_sampling = data.cache, data.balanced_sampling
         self.mask_label_min_pixels = data.mask_label_min_pixels
         self.splits = dict(data.splits)
         self.seed, self.deterministic = config.runtime.seed, config.runtime.deterministic
-        if self.task == "binary":
-            if len(self.class_names) != 2:
-                raise ValueError(f"binary task needs 2 class names, got {self.class_names}")
-            self.positive_label = self.positive_label or self.class_names[0]
-            if self.positive_label not in self.class_names:
-                raise ValueError(f"positive_label {self.positive_label!r} is not in {self.class_names}")
         if self.mask_label_min_pixels is not None:
             self._check_mask_labels()
             return
@@ -67,8 +64,7 @@ class ClassificationInputs:
             self.class_indices(manifest)  # fails early on an unmapped label
 
     def _check_mask_labels(self) -> None:
-        if self.task != "multilabel":
-            raise ValueError("mask_label_min_pixels derives multi-label targets; set task: multilabel")
+        self.task.check_mask_labels()
         if self.mask_label_min_pixels < 1:
             raise ValueError(f"mask_label_min_pixels must be >= 1, got {self.mask_label_min_pixels}")
         for manifest in self.manifests:
@@ -81,7 +77,7 @@ class ClassificationInputs:
     @property
     def output_names(self) -> list[str]:
         """One name per model output unit: the positive class for binary, else every class."""
-        return [self.positive_label] if self.task == "binary" else list(self.class_names)
+        return self.task.output_names(self.class_names, self.positive_label)
 
     def class_indices(self, manifest: Manifest) -> list[int]:
         """For each manifest label (in manifest order), the index of its class in `class_names`."""
@@ -115,10 +111,9 @@ def load_split(
     streams, sizes = [], []
     from_masks = config.mask_label_min_pixels is not None
     for manifest in config.manifests:
-        source_task = "multilabel" if config.task == "multilabel" else "classification"
         read = ReadConfig(
             split,
-            task="segmentation" if from_masks else source_task,
+            task="segmentation" if from_masks else config.task.record_task,
             batch_size=config.batch_size,
             image_size=None if from_masks else config.image_size,  # masks are counted as stored
             augment=AugmentConfig(**config.augment) if training and config.augment else None,
@@ -127,7 +122,6 @@ def load_split(
             seed=config.seed,
             deterministic=config.deterministic or not training,
             channels=config.channels,
-            label_names=manifest.label_names if source_task == "multilabel" and not from_masks else None,
             mask_names=config.class_names if from_masks else None,
             with_meta=True,
         )
@@ -138,9 +132,7 @@ def load_split(
         streams.append(stream.unbatch().map(mapper))
         sizes.append(manifest.split(split).count)
     if training and config.balanced_sampling:
-        if config.task == "multilabel":
-            raise ValueError("balanced_sampling needs one class per image; it is not defined for multilabel")
-        dataset = _balanced(streams, len(config.class_names), config)
+        dataset = _balanced(streams, config)
     elif len(streams) == 1:
         dataset = streams[0]
     elif training:
@@ -186,20 +178,12 @@ def steps_per_epoch(config: ClassificationInputs, split: str) -> int:
 
 
 def _target_mapper(config: ClassificationInputs, manifest: Manifest):
-    """(image, source target, meta) -> (image, run target, meta), see the module docstring."""
+    """(image, source target, meta) -> (image, run target, meta): the task's target, see the module
+    docstring."""
     to_class = tf.constant(config.class_indices(manifest), tf.int32)
-    num_classes = len(config.class_names)
-    positive = config.class_names.index(config.positive_label) if config.task == "binary" else -1
 
     def remap(image: tf.Tensor, target: tf.Tensor, meta: dict[str, tf.Tensor]):
-        if config.task == "multilabel":
-            hot = target[:, None] * tf.one_hot(to_class, num_classes, dtype=tf.float32)
-            target = tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
-        else:
-            target = tf.gather(to_class, target)
-            if config.task == "binary":
-                target = tf.cast(tf.equal(target, positive), tf.float32)[None]
-        return image, target, meta
+        return image, config.task.target(target, to_class, config), meta
 
     return remap
 
@@ -215,18 +199,16 @@ def _mask_label_mapper(config: ClassificationInputs):
     return to_labels
 
 
-def _balanced(streams: list[tf.data.Dataset], num_classes: int, config: ClassificationInputs) -> tf.data.Dataset:
-    """An endless stream drawing each class with probability 1 / K."""
+def _balanced(streams: list[tf.data.Dataset], config: ClassificationInputs) -> tf.data.Dataset:
+    """An endless stream drawing each of the task's K target values with probability 1 / K."""
+    task = config.task
+    num_values = task.sampling_classes(len(config.class_names))
     mixed = streams[0]
     for stream in streams[1:]:
         mixed = mixed.concatenate(stream)
-
-    def class_of(target: tf.Tensor) -> tf.Tensor:
-        return tf.cast(target[0], tf.int32) if config.task == "binary" else target
-
     per_class = [
-        mixed.filter(lambda image, target, meta, k=k: tf.equal(class_of(target), k)).repeat()
-        for k in (range(2) if config.task == "binary" else range(num_classes))
+        mixed.filter(lambda image, target, meta, k=k: tf.equal(task.sampling_class(target), k)).repeat()
+        for k in range(num_values)
     ]
     return tf.data.Dataset.sample_from_datasets(per_class, seed=config.seed)
 

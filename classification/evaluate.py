@@ -7,6 +7,9 @@ written as threshold.json, and then applied to the test split; training does thi
 the run folder, as segmentation training does. `evaluate_predictions` refuses a threshold chosen on
 the split it evaluates. Multi-class models predict the argmax and take no threshold.
 
+What differs between the tasks (which metrics a summary has, the decision columns, the confusion
+matrix, the curves) is the task object's (`classification.task`, `Predictions.task`).
+
 Steps (as nnU-Net's / MONAI's evaluation): `predictions_frame` (compute: the per-image decisions),
 `evaluate_predictions` (aggregate: metrics with CIs as {"value", "low", "high"}), `write_evaluation`
 (write: metrics.json, predictions.csv and plots, each file all-or-nothing); `evaluate_model` runs
@@ -21,7 +24,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -40,6 +43,9 @@ from common.thresholds import (
     choose_threshold,
 )
 from common.training import read_history
+
+if TYPE_CHECKING:
+    from classification.task import ClassificationTask
 
 GROUP_COLUMNS = {"by_modality": "modality", "by_source": "source"}
 DEFINITIONS = {
@@ -60,14 +66,15 @@ DEFINITIONS = {
 class Predictions:
     """Per-image model outputs on one split.
 
-    probabilities: (N, K) float; K = 1 for binary (P(positive)), else one column per class.
-    targets: binary (N,) {0, 1}; multiclass (N,) class index; multilabel (N, K) {0, 1}.
+    task: the `classification.task` object of the model.
+    probabilities: (N, K) float64; K = 1 for binary (P(positive)), else one column per class.
+    targets: int64, binary (N,) {0, 1}; multiclass (N,) class index; multilabel (N, K) {0, 1}.
     meta: DataFrame with columns key, patient_id, modality, source, path (str, "" = unknown).
     extra: further per-image arrays with N rows (e.g. uncertainty), written to predictions.csv.
     """
 
     split: str
-    task: str
+    task: ClassificationTask
     output_names: list[str]
     class_names: list[str]
     probabilities: np.ndarray
@@ -88,6 +95,13 @@ class Predictions:
             self.meta.iloc[rows].reset_index(drop=True),
             {name: values[rows] for name, values in self.extra.items()},
         )
+
+    def groups(self, column: str) -> dict[str, Predictions]:
+        """The subset of each known value of a meta column, sorted by value; {} unless there are several."""
+        values = sorted(value for value in self.meta[column].unique() if value)
+        if len(values) < 2:
+            return {}
+        return {value: self.subset((self.meta[column] == value).to_numpy()) for value in values}
 
     @property
     def bootstrap_groups(self) -> np.ndarray:
@@ -120,16 +134,14 @@ def collect_predictions(predict_fn: PredictFn, config: ClassificationInputs, spl
     if not targets:
         raise ValueError(f"split {split!r} has no records")
     stacked = {name: np.concatenate(values) for name, values in outputs.items()}
-    target_array = np.concatenate(targets)
-    if config.task == "binary":
-        target_array = target_array.reshape(-1).astype(np.int64)
+    target_array = config.task.evaluation_targets(np.concatenate(targets))
     return Predictions(
         split=split,
         task=config.task,
         output_names=config.output_names,
         class_names=list(config.class_names),
         probabilities=stacked.pop("probability").reshape(len(target_array), -1),
-        targets=target_array.astype(np.int64),
+        targets=target_array,
         meta=meta_frame(metas),
         extra=stacked,
     )
@@ -138,9 +150,9 @@ def collect_predictions(predict_fn: PredictFn, config: ClassificationInputs, spl
 def choose_thresholds(validation: Predictions, criterion: str = "youden") -> ThresholdChoice | None:
     """The decision thresholds from validation predictions: one for binary, one per class for
     multi-label (`classification.metrics.threshold_sweep` per output, `common.thresholds` rules),
-    None for multi-class (argmax). A non-validation split raises ThresholdSplitError, no
+    None for argmax decisions (multi-class). A non-validation split raises ThresholdSplitError, no
     predictions NoValidationDataError."""
-    if validation.task == "multiclass":
+    if not validation.task.uses_threshold:
         return None
     check_validation_split(validation.split)
     check_validation_data(validation.split, len(validation.targets))
@@ -161,16 +173,15 @@ def select_threshold(
     predict_fn: PredictFn, config: ClassificationInputs, out_dir: str | Path, criterion: str = "youden"
 ) -> ThresholdChoice | None:
     """Chooses the thresholds on the VALIDATION split (`config.splits["val"]`) and writes
-    threshold.json and (binary) threshold_curve.png into `out_dir`; None (nothing written) for a
-    multi-class model."""
-    if config.task == "multiclass":
+    threshold.json and the task's plots of the choice (binary: threshold_curve.png) into `out_dir`;
+    None (nothing written) for argmax decisions."""
+    if not config.task.uses_threshold:
         return None
     validation = collect_predictions(predict_fn, config, config.splits["val"])
     choice = choose_thresholds(validation, criterion)
     out_dir = Path(out_dir)
     choice.save(out_dir / THRESHOLD_FILE)
-    if validation.task == "binary":
-        _plot_threshold_curve(out_dir / "threshold_curve.png", validation, choice)
+    validation.task.plot_threshold_choice(out_dir, validation, choice)
     return choice
 
 
@@ -182,110 +193,59 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """The metrics report of one split: "overall", then "by_modality"/"by_source" when the records
     come from more than one modality/source. Each metric is {"value", "low", "high"}
-    (`common.bootstrap.ci_entry`; undefined values are null).
+    (`common.bootstrap.ci_entry`; undefined values are null); which metrics, the task's summary.
 
     threshold: one threshold per output (binary, multilabel) or None (multiclass). A threshold
     chosen on `predictions.split` raises ThresholdSplitError.
     """
-    _check_threshold(predictions, threshold)
+    task = predictions.task
+    task.check_threshold(predictions, threshold)
     report: dict[str, Any] = {
         "split": predictions.split,
-        "task": predictions.task,
+        "task": task.name,
         "n": len(predictions.targets),
         "class_names": predictions.class_names,
         "output_names": predictions.output_names,
         "threshold": None if threshold is None else threshold.summary(),
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95, "seed": seed},
         "definitions": DEFINITIONS,
-        "overall": _summary(predictions, threshold, n_resamples, seed),
+        "overall": task.summary(predictions, threshold, n_resamples, seed),
     }
     for section, column in GROUP_COLUMNS.items():
-        values = sorted(v for v in predictions.meta[column].unique() if v)
-        if len(values) > 1:
+        groups = predictions.groups(column)
+        if groups:
             report[section] = {
-                value: _summary(
-                    predictions.subset((predictions.meta[column] == value).to_numpy()),
-                    threshold,
-                    n_resamples,
-                    seed,
-                )
-                for value in values
+                value: task.summary(subset, threshold, n_resamples, seed) for value, subset in groups.items()
             }
     return report
 
 
-def _check_threshold(predictions: Predictions, threshold: ThresholdChoice | None) -> None:
-    if predictions.task == "multiclass":
-        if threshold is not None:
-            raise ValueError("multiclass predictions use the argmax; pass threshold=None")
-        return
-    if threshold is None:
-        raise ValueError(f"{predictions.task} predictions need a threshold chosen on validation data")
-    if len(threshold.thresholds) != len(predictions.output_names):
-        raise ValueError(
-            f"{len(threshold.thresholds)} thresholds for {len(predictions.output_names)} outputs"
-        )
-    threshold.check_applicable_to(predictions.split)
-
-
-def _summary(
-    predictions: Predictions, threshold: ThresholdChoice | None, n_resamples: int, seed: int
+def metrics_with_cis(
+    metric_fn: Callable[[np.ndarray, np.ndarray], Mapping[str, float]],
+    predictions: Predictions,
+    scores: np.ndarray,
+    n_resamples: int,
+    seed: int,
 ) -> dict[str, Any]:
-    """Point values with bootstrap CIs (plus counts and the confusion matrix) for one subset."""
-    groups = predictions.bootstrap_groups
-    probabilities, targets = predictions.probabilities, predictions.targets
-    if predictions.task == "binary":
-        cut = threshold.thresholds[0]
-
-        def metric_fn(labels, scores):
-            values = m.binary_metrics(labels, scores, cut)
-            return {name: values[name] for name in m.BINARY_METRICS}
-
-        summary = _with_ci(metric_fn, targets, probabilities[:, 0], groups, n_resamples, seed)
-        counts = m.binary_metrics(targets, probabilities[:, 0], cut)
-        summary["counts"] = {name: counts[name] for name in ("tp", "fp", "tn", "fn", "n")}
-        return summary
-    if predictions.task == "multiclass":
-
-        def metric_fn(labels, scores):
-            values = m.multiclass_metrics(labels, scores, predictions.class_names)
-            return {name: value for name, value in values.items() if isinstance(value, float)}
-
-        summary = _with_ci(metric_fn, targets, probabilities, groups, n_resamples, seed)
-        full = m.multiclass_metrics(targets, probabilities, predictions.class_names)
-        summary["per_class"] = _clean(full["per_class"])
-        summary["confusion_matrix"] = full["confusion_matrix"]
-        summary["n"] = int(len(targets))
-        return summary
-    names, thresholds = predictions.output_names, threshold.thresholds
-
-    def metric_fn(labels, scores):
-        """Per-class metrics at each class's threshold ("class/metric") and their macro means."""
-        values = {}
-        for k, name in enumerate(names):
-            per_class = m.binary_metrics(labels[:, k], scores[:, k], thresholds[k])
-            values.update({f"{name}/{metric}": per_class[metric] for metric in m.BINARY_METRICS})
-        for metric in m.BINARY_METRICS:
-            values[f"macro/{metric}"] = m.nanmean([values[f"{name}/{metric}"] for name in names])
-        return values
-
-    flat = _with_ci(metric_fn, targets, probabilities, groups, n_resamples, seed)
-    per_class = {name: {metric: flat[f"{name}/{metric}"] for metric in m.BINARY_METRICS} for name in names}
-    macro = {metric: flat[f"macro/{metric}"] for metric in m.BINARY_METRICS}
-    return {"per_class": per_class, "macro": macro, "n": int(len(targets))}
-
-
-def _with_ci(metric_fn, labels, scores, groups, n_resamples, seed) -> dict[str, Any]:
-    intervals = bootstrap_cis(metric_fn, labels, scores, n_resamples=n_resamples, seed=seed, groups=groups)
+    """metric_fn(targets, scores) -> {name: value} on `predictions.targets` and `scores` (N rows),
+    each as {"value", "low", "high"} with whole patients resampled (`bootstrap_groups`)."""
+    intervals = bootstrap_cis(
+        metric_fn,
+        predictions.targets,
+        scores,
+        n_resamples=n_resamples,
+        seed=seed,
+        groups=predictions.bootstrap_groups,
+    )
     return {name: ci_entry(point, low, high) for name, (point, low, high) in intervals.items()}
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """NaN -> None (JSON null), recursively; NumPy scalars -> Python."""
     if isinstance(value, Mapping):
-        return {key: _clean(item) for key, item in value.items()}
+        return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
+        return [json_ready(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -294,8 +254,9 @@ def _clean(value: Any) -> Any:
 
 
 def predictions_frame(predictions: Predictions, threshold: ThresholdChoice | None) -> pd.DataFrame:
-    """Compute: one row per image, file, key, patient, modality, source, label, probability
-    column(s), predicted (probability >= threshold, or the argmax), and any extra (N,) arrays."""
+    """Compute: one row per image, file, key, patient, modality, source, the task's label,
+    probability and decision column(s) (probability >= threshold, or the argmax), and any extra
+    (N,) arrays."""
     frame = pd.DataFrame(
         {
             "file": predictions.meta["path"],
@@ -305,24 +266,8 @@ def predictions_frame(predictions: Predictions, threshold: ThresholdChoice | Non
             "source": predictions.meta["source"],
         }
     )
-    probabilities, targets = predictions.probabilities, predictions.targets
-    if predictions.task == "binary":
-        positive = predictions.output_names[0]
-        negative = next(name for name in predictions.class_names if name != positive)
-        frame["label"] = np.where(targets == 1, positive, negative)
-        frame["probability"] = probabilities[:, 0]
-        frame["predicted"] = np.where(probabilities[:, 0] >= threshold.thresholds[0], positive, negative)
-    elif predictions.task == "multiclass":
-        names = np.asarray(predictions.class_names)
-        frame["label"] = names[targets]
-        for k, name in enumerate(names):
-            frame[f"probability_{name}"] = probabilities[:, k]
-        frame["predicted"] = names[probabilities.argmax(axis=1)]
-    else:
-        for k, name in enumerate(predictions.output_names):
-            frame[f"label_{name}"] = targets[:, k]
-            frame[f"probability_{name}"] = probabilities[:, k]
-            frame[f"predicted_{name}"] = (probabilities[:, k] >= threshold.thresholds[k]).astype(int)
+    for name, values in predictions.task.frame_columns(predictions, threshold).items():
+        frame[name] = values
     for name, values in predictions.extra.items():
         if values.ndim == 1:
             frame[name] = values
@@ -336,23 +281,20 @@ def write_evaluation(
     threshold: ThresholdChoice | None,
     run_dir: str | Path | None = None,
 ) -> Path:
-    """Write: metrics.json, predictions.csv and the plots (roc.png, pr.png, confusion_matrix.png,
-    training_curves.png from `run_dir/history.csv`) into out_dir, each file all-or-nothing."""
+    """Write: metrics.json, predictions.csv and the plots (roc.png, pr.png, confusion_matrix.png
+    where the task has one, training_curves.png from `run_dir/history.csv`) into out_dir, each file
+    all-or-nothing."""
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "metrics.json", json.dumps(_clean(dict(report)), indent=2, allow_nan=False))
+    atomic_write_text(
+        out_dir / "metrics.json", json.dumps(json_ready(dict(report)), indent=2, allow_nan=False)
+    )
     atomic_write_text(
         out_dir / "predictions.csv", predictions_frame(predictions, threshold).to_csv(index=False)
     )
     _plot_curves(out_dir, predictions)
-    if predictions.task == "binary":
-        predicted = predictions.probabilities[:, 0] >= threshold.thresholds[0]
-        matrix = m.confusion_matrix(1 - predictions.targets, 1 - predicted, 2)
-        positive = predictions.output_names[0]
-        labels = [positive, next(name for name in predictions.class_names if name != positive)]
-        plots.plot_confusion_matrix(matrix, labels, out_dir / "confusion_matrix.png")
-    elif predictions.task == "multiclass":
-        matrix = np.asarray(report["overall"]["confusion_matrix"])
-        plots.plot_confusion_matrix(matrix, predictions.class_names, out_dir / "confusion_matrix.png")
+    confusion = predictions.task.confusion(predictions, threshold, report)
+    if confusion is not None:
+        plots.plot_confusion_matrix(*confusion, out_dir / "confusion_matrix.png")
     history = read_history(run_dir) if run_dir is not None else {}
     if history:
         plots.plot_training_curves(history, out_dir / "training_curves.png")
@@ -360,27 +302,10 @@ def write_evaluation(
 
 
 def _plot_curves(out_dir: Path, predictions: Predictions) -> None:
-    """ROC and PR curves: binary overall and per modality/source group; otherwise one per class.
-    Groups or classes with a single label value have no curve and are left out."""
+    """ROC and PR curves of the task's curve sets (binary: overall and per modality/source group;
+    otherwise one per class). Sets with a single label value have no curve and are left out."""
     roc, pr = {}, {}
-    if predictions.task == "binary":
-        subsets = {"all": predictions}
-        for column in GROUP_COLUMNS.values():
-            values = sorted(v for v in predictions.meta[column].unique() if v)
-            if len(values) > 1:
-                subsets.update(
-                    {v: predictions.subset((predictions.meta[column] == v).to_numpy()) for v in values}
-                )
-        curves = {name: (s.targets, s.probabilities[:, 0]) for name, s in subsets.items()}
-    else:
-        targets = predictions.targets
-        if predictions.task == "multiclass":
-            targets = np.eye(len(predictions.class_names), dtype=np.int64)[targets]
-        curves = {
-            name: (targets[:, k], predictions.probabilities[:, k])
-            for k, name in enumerate(predictions.output_names)
-        }
-    for name, (labels, scores) in curves.items():
+    for name, (labels, scores) in predictions.task.curves(predictions).items():
         if len(np.unique(labels)) < 2:  # a curve needs both classes
             continue
         fpr, tpr, _ = m.roc_curve(labels, scores)
@@ -389,24 +314,6 @@ def _plot_curves(out_dir: Path, predictions: Predictions) -> None:
         pr[f"{name} (AP {m.average_precision(labels, scores):.3f})"] = (recall, precision)
     plots.plot_roc(roc, out_dir / "roc.png")
     plots.plot_pr(pr, out_dir / "pr.png")
-
-
-def _plot_threshold_curve(path: Path, validation: Predictions, choice: ThresholdChoice) -> None:
-    """Sensitivity, specificity and F1 on the validation predictions at thresholds 0, 0.01, ..., 1,
-    the chosen threshold marked."""
-    thresholds = np.linspace(0, 1, 101)
-    rows = [
-        m.counts_metrics(*m.binary_counts(validation.targets, validation.probabilities[:, 0], t))
-        for t in thresholds
-    ]
-    values = {name: [row[name] for row in rows] for name in ("sensitivity", "specificity", "f1")}
-    plots.plot_threshold_curve(
-        thresholds,
-        values,
-        path,
-        chosen=choice.thresholds[0],
-        title=f"Validation ({validation.split}) metrics",
-    )
 
 
 def evaluate_model(

@@ -13,7 +13,9 @@ uint16 / 65535) and repeated to 3 channels when the model takes 3.
 When MODEL has its `bundle.json` beside it (every trained run folder does, `common.bundle`), the
 preprocessing spec, the CT recipe (its label-free input chain, `data_prep.ct_recipe`), the class names
 and the decision threshold (chosen on validation) come from it; otherwise pass `preprocess` yourself and
-the threshold is 0.5.
+the threshold is 0.5. The columns of probabilities and decisions are the task's
+(`classification.task`); a model without a bundle counts as binary with one output unit and as
+multi-label with several.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 import classification.models  # noqa: F401  (registers the models' custom layers for loading)
+from classification.task import CLASSIFICATION_TASKS, ClassificationTask
+from common.atomic import atomic_write_text
 from common.bundle import read_bundle
 from common.model_files import load_model_file, require_output_rank
 from common.model_input import model_input
@@ -45,11 +49,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What a run folder says about its model: preprocessing, task, output names and thresholds
-    (one per output unit for binary and multilabel, chosen on validation; 0.5 without a run)."""
+    """What a run folder says about its model: preprocessing, task name (None without a bundle),
+    output names and thresholds (one per output unit for binary and multilabel, chosen on
+    validation; 0.5 without a run)."""
 
     preprocess: str = ""
-    task: str = "binary"
+    task: str | None = None
     output_names: tuple[str, ...] = ()
     negative_name: str = "negative"
     thresholds: tuple[float, ...] = ()
@@ -70,12 +75,19 @@ def run_info(model_path: str | Path) -> RunInfo:
         bundle["negative_name"],
         recipe=bundle["recipe"],
     )
-    if bundle["threshold"] is None:  # multiclass: argmax
+    if bundle["threshold"] is None:  # argmax decisions
         return info
     choice = ThresholdChoice.from_dict(bundle["threshold"])
     return dataclasses.replace(
         info, thresholds=tuple(choice.thresholds), threshold_source=f"{choice.criterion} on {choice.split}"
     )
+
+
+def model_task(info: RunInfo, units: int) -> ClassificationTask:
+    """The bundle's task; without one, binary for one output unit and multi-label for several."""
+    if info.task is not None:
+        return CLASSIFICATION_TASKS[info.task]
+    return CLASSIFICATION_TASKS["binary" if units == 1 else "multilabel"]
 
 
 def _volume_slices(path: Path, key: str) -> Iterator[Record]:
@@ -184,10 +196,11 @@ def predict(
     preprocess: str | None = None,
     modality: str = "ct",
 ) -> pd.DataFrame:
-    """Writes OUT.csv with columns file, folder (its sub-folder of INPUT, "" at the top; for class
-    folders the true class), slice (-1 for 2D images), the probability column(s) and the
-    prediction(s): binary "predicted" at the threshold, multiclass the argmax, multilabel one 0/1
-    column per class at its threshold (plus "threshold" and "threshold_source"); returns the table."""
+    """Writes OUT.csv (all-or-nothing) with columns file, folder (its sub-folder of INPUT, "" at the
+    top; for class folders the true class), slice (-1 for 2D images), the task's probability
+    column(s) and prediction(s): binary "predicted" at the threshold, multiclass the argmax,
+    multilabel one 0/1 column per class at its threshold (thresholded tasks add "threshold" and
+    "threshold_source"); returns the table."""
     info = run_info(model_path)
     spec = PreprocessSpec.parse(info.preprocess if preprocess is None else preprocess)
     model = load_model_file(model_path)
@@ -205,26 +218,14 @@ def predict(
             "slice": [-1 if r.slice_index is None else r.slice_index for r in records],
         }
     )
-    names = list(info.output_names) or [f"output_{k}" for k in range(probabilities.shape[1])]
-    thresholds = np.asarray(info.thresholds or [0.5] * probabilities.shape[1])
-    if probabilities.shape[1] == 1:
-        positive = names[0] if info.output_names else "positive"
-        frame["probability"] = probabilities[:, 0]
-        frame["predicted"] = np.where(probabilities[:, 0] >= thresholds[0], positive, info.negative_name)
-    elif info.task == "multiclass":
-        for k, name in enumerate(names):
-            frame[f"probability_{name}"] = probabilities[:, k]
-        frame["predicted"] = np.asarray(names)[probabilities.argmax(axis=1)]
-    else:
-        for k, name in enumerate(names):
-            frame[f"probability_{name}"] = probabilities[:, k]
-            frame[f"predicted_{name}"] = (probabilities[:, k] >= thresholds[k]).astype(int)
-    if info.task != "multiclass":
+    units = probabilities.shape[1]
+    task = model_task(info, units)
+    names = list(info.output_names) or task.unnamed_outputs(units)
+    thresholds = info.thresholds or (0.5,) * units
+    for name, values in task.prediction_columns(probabilities, names, thresholds, info.negative_name).items():
+        frame[name] = values
+    if task.uses_threshold:
         frame["threshold"] = ";".join(f"{t:.6g}" for t in thresholds)
         frame["threshold_source"] = info.threshold_source
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out_csv.with_name(f".{out_csv.name}.tmp")
-    frame.to_csv(temporary, index=False)
-    temporary.replace(out_csv)
+    atomic_write_text(out_csv, frame.to_csv(index=False))
     return frame

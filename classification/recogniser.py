@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from classification.task import task_of
 from classification.train import train_classifier
 from common.config import DataConfig, ModelConfig, TaskConfig, replaced
 from common.training_config import TrainingConfig
@@ -81,6 +82,7 @@ def train_recogniser(
 ) -> dict[str, Any]:
     """Trains and evaluates the recogniser (see `classification.train.train_classifier`); the report
     has per-manifestation metrics with bootstrap CIs, each at its validation-chosen threshold."""
-    if config.model.task != "multilabel" or config.data.mask_label_min_pixels is None:
-        raise ValueError("the recogniser needs model.task 'multilabel' and data.mask_label_min_pixels")
+    if config.data.mask_label_min_pixels is None:
+        raise ValueError("the recogniser needs data.mask_label_min_pixels (targets from the masks)")
+    task_of(config).check_mask_labels()  # refuses a task other than "multilabel"
     return train_classifier(config, run_dir, strategy)

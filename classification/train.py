@@ -27,7 +27,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from classification.task import CLASSIFICATION_TASKS
+from classification.task import task_of
 from common.config import TaskConfig
 from common.task import train_task
 
@@ -40,7 +40,5 @@ def train_classifier(
     Returns {"run_dir", "epochs" (trained over the whole run), "history" (column -> values),
     "metrics" (the evaluation report, or None when `evaluate` is False)}.
     """
-    if config.model.task not in CLASSIFICATION_TASKS:
-        raise ValueError(f"model.task {config.model.task!r} is not one of {sorted(CLASSIFICATION_TASKS)}")
-    result = train_task(CLASSIFICATION_TASKS[config.model.task], config, run_dir, strategy, evaluate=evaluate)
+    result = train_task(task_of(config), config, run_dir, strategy, evaluate=evaluate)
     return {"run_dir": result.run_dir, "epochs": result.epochs, "history": result.history, "metrics": result.report}

@@ -115,15 +115,6 @@ def mc_dropout_predict_fn(model: keras.Model, samples: int = 20, seed: int = 0) 
     return predict
 
 
-def correct_predictions(predictions: Predictions, threshold: ThresholdChoice | None) -> np.ndarray:
-    """(N,) bool: binary `p >= threshold` equals the label; multiclass argmax equals the label."""
-    if predictions.task == "binary":
-        return (predictions.probabilities[:, 0] >= threshold.thresholds[0]) == (predictions.targets == 1)
-    if predictions.task == "multiclass":
-        return predictions.probabilities.argmax(axis=1) == predictions.targets
-    raise ValueError("coverage-accuracy is defined for binary and multiclass predictions")
-
-
 def coverage_accuracy(
     correct: np.ndarray, uncertainty: np.ndarray, reject_fractions: Sequence[float] = REJECT_FRACTIONS
 ) -> list[dict[str, float]]:
@@ -156,8 +147,11 @@ def coverage_section(
     method: str,
     measure: str = "entropy",
 ) -> dict[str, Any]:
-    """The "uncertainty" section of metrics.json (plus coverage_accuracy.png in out_dir)."""
-    rows = coverage_accuracy(correct_predictions(predictions, threshold), predictions.extra[measure])
+    """The "uncertainty" section of metrics.json (plus coverage_accuracy.png in out_dir). Correct
+    cases are the task's (binary: `p >= threshold` equals the label; multiclass: the argmax does;
+    multilabel: ValueError); the entropy is at most log K nats over the K classes."""
+    rows = coverage_accuracy(predictions.task.correct(predictions, threshold), predictions.extra[measure])
+    num_classes = len(predictions.class_names)
     curve = ([row["coverage"] for row in rows], [row["accuracy"] for row in rows])
     plots.plot_curves(
         {f"{method} ({measure})": curve},
@@ -169,8 +163,7 @@ def coverage_section(
     )
     return {
         "method": method,
-        "measure": f"{measure} (nats; maximum log {2 if predictions.task == 'binary' else len(predictions.class_names)} = "
-        f"{math.log(2 if predictions.task == 'binary' else len(predictions.class_names)):.4f})",
+        "measure": f"{measure} (nats; maximum log {num_classes} = {math.log(num_classes):.4f})",
         "mean_entropy": float(np.mean(predictions.extra["entropy"])),
         "coverage_accuracy": rows,
     }

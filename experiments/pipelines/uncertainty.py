@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from classification.data import ClassificationInputs
+from classification.task import task_of
 from classification.train import train_classifier
 from common.config import TaskConfig, replaced
 from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
@@ -130,7 +130,7 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     ):
         out_dir = context.run_dir / method
         report = evaluate_uncertainty(
-            method_models, ClassificationInputs(base), out_dir, method=method, samples=samples, **options
+            method_models, task_of(base).inputs(base), out_dir, method=method, samples=samples, **options
         )
         method_summary = summarize_classification(report)
         if method == "ensemble":

@@ -13,6 +13,7 @@ from classification.evaluate import (
     write_evaluation,
 )
 from classification.metrics import binary_metrics
+from classification.task import CLASSIFICATION_TASKS
 from common.thresholds import NoValidationDataError, ThresholdChoice, ThresholdSplitError
 from tests.classification.test_uncertainty import constant_model
 from tests.classification.tiny_data import tiny_ct, tiny_xray, classification_inputs
@@ -38,7 +39,7 @@ def binary_predictions(split: str) -> Predictions:
     patients = ["a", "a", "b", "c", "d", "", "e", "f"]
     return Predictions(
         split,
-        "binary",
+        CLASSIFICATION_TASKS["binary"],
         ["COVID"],
         ["COVID", "NonCOVID"],
         scores[:, None],
@@ -77,7 +78,7 @@ def test_binary_report_overall_and_per_modality():
 def test_multilabel_thresholds_are_one_choice_with_one_threshold_per_class():
     validation = Predictions(
         "val",
-        "multilabel",
+        CLASSIFICATION_TASKS["multilabel"],
         ["a", "b"],
         ["a", "b"],
         np.array([[0.9, 0.9], [0.2, 0.7], [0.7, 0.5], [0.1, 0.1]]),
@@ -133,7 +134,7 @@ def test_multiclass_report_has_macro_and_per_class():
     probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.5, 0.4], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
     test = Predictions(
         "test",
-        "multiclass",
+        CLASSIFICATION_TASKS["multiclass"],
         ["a", "b", "c"],
         ["a", "b", "c"],
         probabilities,

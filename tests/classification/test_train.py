@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import yaml
 
-from classification.data import ClassificationInputs
-from classification.task import CLASSIFICATION_TASKS
+from classification.task import CLASSIFICATION_TASKS, task_of
 from classification.train import train_classifier
 from common.config import ConfigError, TaskConfig, from_dict, load_task_config, replaced
 from common.thresholds import ThresholdChoice
@@ -96,7 +95,7 @@ def test_load_task_config_with_overrides_and_unknown_keys(tmp_path):
     path.write_text(yaml.safe_dump({"data": {"tfrecords": [str(tiny_ct(tmp_path))]}}))
     config = load_task_config(path, ["training.epochs=7", "model.name=plain_cnn"])
     assert config.training.epochs == 7 and config.model.name == "plain_cnn"
-    assert ClassificationInputs(config).positive_label == "COVID"
+    assert task_of(config).inputs(config).positive_label == "COVID"
     with pytest.raises(ConfigError, match=r"config.model: unknown key\(s\) size; allowed: .*dropout"):
         load_task_config(path, ["model.size=3"])
 
@@ -115,7 +114,7 @@ def test_real_ct_subset_trains_and_evaluates_patient_disjoint(shared_data, tmp_p
     assert metrics["n"] == 192 and 0.0 <= metrics["overall"]["roc_auc"]["value"] <= 1.0
     model = keras.models.load_model(tmp_path / "run" / "best.keras")
     patients = {
-        split: set(collect_predictions(model_predict_fn(model), ClassificationInputs(config), split).meta["patient_id"])
+        split: set(collect_predictions(model_predict_fn(model), task_of(config).inputs(config), split).meta["patient_id"])
         for split in ("train", "test")
     }
     # Records without any id are stored with "" and form one-image groups; every id must stay on one side.

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from classification.data import ClassificationInputs
+from classification.task import task_of
 from common.config import DataConfig, ModelConfig, TaskConfig
 from data_prep.adapters.base import DatasetAdapter, register
 from data_prep.records import Record
@@ -129,4 +130,5 @@ def classification_inputs(tfrecords, task: str = "binary", **data) -> Classifica
     """The resolved inputs of a classifier config over `tfrecords` (a folder or a list of folders);
     `data` are further `common.config.DataConfig` fields."""
     folders = [str(f) for f in tfrecords] if isinstance(tfrecords, list) else [str(tfrecords)]
-    return ClassificationInputs(TaskConfig(data=DataConfig(tfrecords=folders, **data), model=ModelConfig(task=task)))
+    config = TaskConfig(data=DataConfig(tfrecords=folders, **data), model=ModelConfig(task=task))
+    return task_of(config).inputs(config)
