@@ -43,7 +43,7 @@ from experiments.reproduce import config_hash
 from experiments.run_folder import git_commit, hardware, package_versions, write_json
 from experiments.run_start import RunStart, start_run
 from experiments.tables import HEADLINES, initialisation
-from experiments.tasks import Summary, run_classification, run_segmentation
+from experiments.tasks import Summary, run_plain_row
 
 
 @dataclass
@@ -71,9 +71,7 @@ def run_task(context: RunContext, prepared: PreparedData) -> Summary:
     config = context.config
     if config.pipeline:
         return pipeline_run(config.pipeline)(context, prepared)
-    if config.model.task == "segmentation":
-        return run_segmentation(config, prepared, context.run_dir, context.strategy)
-    return run_classification(config, prepared, context.run_dir, context.strategy)
+    return run_plain_row(config, prepared, context.run_dir, context.strategy)
 
 
 def run_experiment(

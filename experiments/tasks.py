@@ -87,19 +87,20 @@ def summarize_segmentation(metrics: dict[str, Any]) -> Summary:
     return summary
 
 
-def run_classification(
+# The task of each `model.task` and how its test report becomes the row's summary.
+TASKS = {**CLASSIFICATION_TASKS, SEGMENTATION_TASK.name: SEGMENTATION_TASK}
+SUMMARIES = {
+    **dict.fromkeys(CLASSIFICATION_TASKS, summarize_classification),
+    SEGMENTATION_TASK.name: summarize_segmentation,
+}
+
+
+def run_plain_row(
     config: ExperimentConfig, prepared: PreparedData, run_dir: Path, strategy: tf.distribute.Strategy
 ) -> Summary:
-    """Trains and evaluates one classification row; returns its summary."""
+    """Trains a row's model with its task (`common.task.train_task`: validation threshold, bundle, test
+    evaluation) on the prepared TFRecords; returns the row's summary."""
     folders = [str(manifest.directory) for manifest in prepared.manifests]
     run = task_config(config, folders, strategy.num_replicas_in_sync)
-    result = train_task(CLASSIFICATION_TASKS[config.model.task], run, run_dir, strategy)
-    return summarize_classification(result.report)
-
-
-def run_segmentation(
-    config: ExperimentConfig, prepared: PreparedData, run_dir: Path, strategy: tf.distribute.Strategy
-) -> Summary:
-    """Trains, chooses the threshold on validation, evaluates on test; returns the summary."""
-    run = task_config(config, [str(prepared.manifests[0].directory)], strategy.num_replicas_in_sync)
-    return summarize_segmentation(train_task(SEGMENTATION_TASK, run, run_dir, strategy).report)
+    report = train_task(TASKS[config.model.task], run, run_dir, strategy).report
+    return SUMMARIES[config.model.task](report)
