@@ -21,16 +21,19 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from nibabel import orientations
 
 from common.atomic import atomic_path
 from data_prep.errors import DataError
 from data_prep.records import Record, Volume
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Hounsfield units: air is -1000 HU, so real CT reaches far below this; windowed or rescaled data never does.
 HU_AIR_LIMIT = -500.0
@@ -224,6 +227,8 @@ def read_h5(path: str | Path, key: str) -> np.ndarray:
 
 def read_csv(path: str | Path, required_columns: Sequence[str] = ()) -> pd.DataFrame:
     """A CSV table, all columns read as strings; raises when a required column is missing."""
+    import pandas as pd  # 0.4 s to import: only for the adapters that read tables, not for inference
+
     path = Path(path)
     _require_file(path)
     try:

@@ -20,6 +20,7 @@ from typing import Any
 from common.atomic import staged_folder
 from common.cli import add_subcommand, call_with_flags, run_command
 from common.shard_checks import verify_shards
+from common.startup import lean_imports
 
 TRAIN_FLAGS = {  # flag -> (config tree key, type, help)
     "--data": ("data.tfrecords", str, "TFRecord directory (python -m tfrecords write)"),
@@ -156,9 +157,10 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from segmentation.predict import load_segmenter, predict_path
+    with lean_imports():  # TensorFlow and the model: most of a short run's time (common.startup)
+        from segmentation.predict import load_segmenter, predict_path
 
-    segmenter = load_segmenter(args.model, args.threshold, args.preprocess)
+        segmenter = load_segmenter(args.model, args.threshold, args.preprocess)
     with staged_folder(args.out_dir) as staging:  # a bad input anywhere in a folder: nothing written
         written = predict_path(
             segmenter, args.input, staging, args.batch_size, args.tta_flips, args.orientation

@@ -98,7 +98,7 @@ def load_segmenter(
     preprocess: a spec string replacing the bundle's (for models without a recipe).
     """
     model_path = Path(model_path)
-    model = load_model_file(model_path)
+    model = load_model_file(model_path, compile=False)  # inference only: no loss or optimizer
     require_output_rank(model, 4, model_path)  # a classifier here would "segment" into nonsense
     outputs = int(model.output_shape[-1])
     bundle = read_bundle(model_path, "segmenter") or _legacy_bundle(model_path, outputs)

@@ -65,12 +65,18 @@ def predict_probs(
     unknown = sorted(set(tta_flips) - set(TTA_FLIPS))
     if unknown:
         raise ValueError(f"unknown TTA flips {unknown}; known: {sorted(TTA_FLIPS)}")
-    probs = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float32)
+    probs = _forward(model, images, batch_size)
     for flip in tta_flips:
         axis = TTA_FLIPS[flip]
-        flipped = model.predict(np.flip(images, axis), batch_size=batch_size, verbose=0)
-        probs += np.flip(flipped, axis).astype(np.float32)
+        probs += np.flip(_forward(model, np.flip(images, axis), batch_size), axis)
     return probs / (1 + len(tta_flips))
+
+
+def _forward(model: keras.Model, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """images (N, H, W, C) -> model outputs (N, H, W, K) float32: one `predict_on_batch` call per batch
+    of `batch_size` (no `model.predict` data pipeline; the same batches, so the same numbers)."""
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    return np.concatenate([np.asarray(model.predict_on_batch(batch), np.float32) for batch in batches])
 
 
 def binarize(probs: np.ndarray, segmenter: Segmenter) -> np.ndarray:
@@ -126,12 +132,19 @@ def slice_probabilities(
 ) -> list[np.ndarray]:
     """Native (H, W) slices (of one volume, in order) -> their (H, W, K) float32 probabilities."""
     inputs, boxes = segmenter_inputs(segmenter, slices, intensity, path)
-    probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)
+    return _restored(segmenter, predict_probs(segmenter.model, inputs, batch_size, tta_flips), boxes, slices)
+
+
+def _restored(
+    segmenter: Segmenter, probs: np.ndarray, boxes: Sequence[preprocess.Box], natives: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    """Probabilities (N, h, w, K) of the model inputs -> each native image's (H, W, K) float32: resized
+    into its box (bilinear), background (softmax) or 0 (sigmoid) outside it."""
     outside = np.zeros(probs.shape[-1], np.float32)
     if segmenter.multiclass:
         outside[0] = 1.0  # background
     restored = []
-    for prob, (y0, y1, x0, x1), image in zip(probs, boxes, slices, strict=True):
+    for prob, (y0, y1, x0, x1), image in zip(probs, boxes, natives, strict=True):
         restored.append(
             paste_box(_resize_probs(prob, (y1 - y0, x1 - x0)), (y0, y1, x0, x1), image.shape[:2], outside)
         )
@@ -202,11 +215,10 @@ def predict_images(
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
         natives = [read_image(path) for path in chunk]
-        probs = [
-            slice_probabilities(segmenter, [native], None, path, batch_size, tta_flips)[0]
-            for native, path in zip(natives, chunk, strict=True)
-        ]
-        for path, prob in zip(chunk, probs, strict=True):
+        pairs = zip(natives, chunk, strict=True)
+        inputs, boxes = _stacked([segmenter_inputs(segmenter, [image], None, path) for image, path in pairs])
+        probs = predict_probs(segmenter.model, inputs, batch_size, tta_flips)  # one pass for the chunk
+        for path, prob in zip(chunk, _restored(segmenter, probs, boxes, natives), strict=True):
             masks = binarize(prob, segmenter)
             names = _output_names(path.stem, segmenter, ".png")
             if segmenter.multiclass:

@@ -1,9 +1,12 @@
 """Reading a TFRecord directory: a `tf.data` pipeline ready for `model.fit`, and a NumPy iterator.
 
 Pipeline: shard files (auto-sharded by FILE across workers) -> interleaved reads (decompressed when
-the manifest says ZLIB/GZIP) -> parallel parse, PNG decode or raw reshape, and resize -> optional cache -> shuffle -> optional augmentation -> (image, target) ->
-batch -> prefetch. With `deterministic=True` the order is fixed (shards in manifest order, records
-in shard order) and tf.data autotuning is off (it stalls iterator teardown; see RUNTIME.md).
+the manifest says ZLIB/GZIP) -> parallel parse, PNG decode or raw reshape, and resize -> optional
+cache -> shuffle -> optional augmentation -> (image, target) -> batch -> prefetch. Raw records of one
+stored size read without shuffle, repeat or augmentation are batched first and then parsed and
+decoded a batch at a time (`_batchwise`): the same batches for less per-example work. With
+`deterministic=True` the order is fixed (shards in manifest order, records in shard order) and
+tf.data autotuning is off (it stalls iterator teardown; see RUNTIME.md).
 """
 
 from __future__ import annotations
@@ -113,13 +116,27 @@ def make_dataset(
     if input_context is not None:
         files = _worker_share(files, len(paths), config.split, input_context)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
+    records = _read_records(files, len(paths), config.deterministic, manifest.compression)
+    batchwise = _batchwise(manifest, config)
+    if batchwise:
+        records = records.batch(batch_size)
     decode = _decoder(manifest, config.task, masks, labels, config.size, config.one_hot)
-    dataset = _read_records(files, len(paths), config.deterministic, manifest.compression).map(
-        decode, num_parallel_calls=_parallel_calls(config), deterministic=config.deterministic
-    )
+    parallel, deterministic = _parallel_calls(config), config.deterministic
+    dataset = records.map(decode, num_parallel_calls=parallel, deterministic=deterministic)
     dataset = _preprocessed(dataset, manifest, config, mode)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE if not config.deterministic else 2)
+    if not batchwise:
+        dataset = dataset.batch(batch_size)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE if not config.deterministic else 2)
     return dataset.with_options(_options(config.deterministic, sharded=input_context is not None))
+
+
+def _batchwise(manifest: Manifest, config: ReadConfig) -> bool:
+    """Whether the split is parsed and decoded a batch at a time (one `parse_example`, one
+    `decode_raw` per feature for the whole batch) instead of example by example: raw records of one
+    stored size, read in order without shuffle, repeat or augmentation (which work on single examples).
+    The batches are the same either way; PNG bytes decode one image at a time."""
+    fixed_raw = manifest.encoding == "raw" and manifest.image_height is not None
+    return fixed_raw and not (config.shuffle or config.repeat or config.augment is not None)
 
 
 def _parallel_calls(config: ReadConfig) -> int:
@@ -152,6 +169,7 @@ def _preprocessed(
         dataset = dataset.repeat()
     finish = functools.partial(
         _finish,
+        masks=config.task == "segmentation",
         augment=config.augment,
         image_max=float(np.iinfo(manifest.image_dtype).max),
         channels=config.channels,
@@ -205,13 +223,15 @@ def _decode_pixels(
     size: tuple[int, int] | None,
     method: str,
 ) -> tf.Tensor:
-    """Stored bytes -> (H, W, 1) as stored, or resized to `size` with `method` (float32 for "bilinear").
+    """Stored bytes, a scalar or a (B,) batch -> (H, W, 1) or (B, H, W, 1) as stored, or resized to
+    `size` with `method` (float32 for "bilinear").
 
-    shape: None for PNG bytes, else the (H, W) of raw little-endian bytes."""
+    shape: None for PNG bytes (scalars only), else the (H, W) of raw little-endian bytes."""
     if shape is None:
         pixels = tf.io.decode_png(encoded, channels=1, dtype=dtype)
     else:
-        pixels = tf.reshape(tf.io.decode_raw(encoded, dtype), (shape[0], shape[1], 1))
+        batch = (-1,) * encoded.shape.rank
+        pixels = tf.reshape(tf.io.decode_raw(encoded, dtype), (*batch, shape[0], shape[1], 1))
     return pixels if size is None else tf.image.resize(pixels, size, method=method)
 
 
@@ -223,43 +243,45 @@ def _decoder(
     size: tuple[int, int] | None,
     one_hot: bool,
 ):
-    """A function: serialized example -> dict of decoded tensors: "image" (H, W, 1) as stored (uint8 or
-    uint16; float32 on the stored scale when resized), "target" (masks as uint8), and the meta strings.
-    Integer images keep the cache small; `_finish` converts to float32 after it."""
+    """A function: serialized example, or a (B,) batch of them -> dict of decoded tensors (with a
+    leading batch axis for a batch): "image" (H, W, 1) as stored (uint8 or uint16; float32 on the
+    stored scale when resized), "target" (masks as uint8), and the meta strings. Integer images keep
+    the cache small; `_finish` converts to float32 after it."""
     spec = schema.feature_spec(manifest.mask_names, manifest.encoding)
-    # Position of each manifest label index in `label_names` (-1: not requested -> one_hot gives zeros).
-    positions = tf.constant(
-        [label_names.index(name) if name in label_names else -1 for name in manifest.label_names] or [-1],
-        tf.int32,
-    )
+    needed = {"image", "shape", *META_FIELDS}
+    needed |= {schema.mask_feature_name(name) for name in mask_names} if task == "segmentation" else {"labels"}
+    spec = {name: feature for name, feature in spec.items() if name in needed}
+    # Manifest label index of each requested label, in `label_names` order (the multi-hot columns).
+    columns = [manifest.label_names.index(name) for name in label_names]
     stored = (manifest.image_height, manifest.image_width)
     shape = size or stored
     resize = None if size == stored else size
     image_dtype = tf.uint16 if manifest.image_dtype == "uint16" else tf.uint8
 
     def decode(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        parsed = tf.io.parse_single_example(serialized, spec)
+        batch = (None,) * serialized.shape.rank  # () for one example, (None,) for a batch
+        parse = tf.io.parse_example if batch else tf.io.parse_single_example
+        parsed = parse(serialized, spec)
         # Raw records of a fixed-size store reshape to the manifest's (static) size.
         raw_shape = None
         if manifest.encoding == "raw":
             raw_shape = stored if manifest.image_height is not None else parsed["shape"]
         image = _decode_pixels(parsed["image"], raw_shape, image_dtype, resize, "bilinear")
-        image.set_shape((*shape, 1))
+        image.set_shape((*batch, *shape, 1))
         example = {"image": image, **{field: parsed[field] for field in META_FIELDS}}
-        indices = tf.cast(tf.sparse.to_dense(parsed["labels"]), tf.int32)
         if task == "classification":
-            label = indices[0]
+            label = tf.cast(tf.sparse.to_dense(parsed["labels"]), tf.int32)[..., 0]
             example["target"] = tf.one_hot(label, len(label_names), dtype=tf.float32) if one_hot else label
         elif task == "multilabel":
-            hot = tf.one_hot(tf.gather(positions, indices), len(label_names), dtype=tf.float32)
-            example["target"] = tf.minimum(tf.reduce_sum(hot, axis=0), 1.0)
+            present = tf.sparse.to_indicator(parsed["labels"], len(manifest.label_names))
+            example["target"] = tf.cast(tf.gather(present, columns, axis=-1), tf.float32)
         else:
             stacked = [
                 _decode_pixels(parsed[schema.mask_feature_name(name)], raw_shape, tf.uint8, resize, "nearest")
                 for name in mask_names
             ]
             example["target"] = tf.concat(stacked, axis=-1)
-            example["target"].set_shape((*shape, len(mask_names)))
+            example["target"].set_shape((*batch, *shape, len(mask_names)))
         return example
 
     return decode
@@ -268,22 +290,23 @@ def _decoder(
 def _finish(
     example: dict[str, tf.Tensor],
     key: tf.Tensor | None,
+    masks: bool,
     augment: AugmentConfig | None,
     image_max: float,
     channels: int,
     mode: str | None,
     with_meta: bool,
 ) -> tuple[tf.Tensor, ...]:
-    """Decoded example -> model input: float32 [0, 1] image (and masks), augmentation with the (2,)
-    stateless seed `key` (masks move with the image), channel repeat, backbone input scaling."""
+    """Decoded example (or batch) -> model input: float32 [0, 1] image (and `masks` targets),
+    augmentation with the (2,) stateless seed `key` (single examples; masks move with the image),
+    channel repeat, backbone input scaling."""
     image = tf.cast(example["image"], tf.float32) / image_max
     target = example["target"]
-    is_mask = target.shape.rank == 3
-    if is_mask:
+    if masks:
         target = tf.cast(target, tf.float32)
     if augment is not None:
-        image, moved = augment_example(image, target if is_mask else None, key, augment)
-        target = moved if is_mask else target
+        image, moved = augment_example(image, target if masks else None, key, augment)
+        target = moved if masks else target
     if channels == 3:
         image = tf.repeat(image, 3, axis=-1)
     image = scale_input(image, mode)

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from segmentation.models import build_segmenter
 from segmentation.predict import Segmenter, load_segmenter, predict_path, predict_probs
 from segmentation.thresholds import ThresholdChoice
 from tests.segmentation.seg_helpers import bright_pixel_model
@@ -109,6 +110,21 @@ def test_tta_flip_averaging():
     np.testing.assert_allclose(predict_probs(asymmetric, images, tta_flips=("lr",)), expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"unknown TTA flips \['diagonal'\]"):
         predict_probs(model, images, tta_flips=("diagonal",))
+
+
+def test_batched_forward_is_model_predict(monkeypatch):
+    """One predict_on_batch call per batch of the batch size, and exactly model.predict's numbers for a
+    count that is no multiple of the batch size."""
+    keras.utils.set_random_seed(0)
+    model = build_segmenter("unet", "plain", (32, 32, 1), 2, encoder_kwargs={"filters": (4, 8)})
+    images = np.random.default_rng(1).random((7, 32, 32, 1)).astype(np.float32)
+    expected = model.predict(images, batch_size=3, verbose=0)
+    sizes = []
+    forward = model.predict_on_batch
+    monkeypatch.setattr(model, "predict_on_batch", lambda batch: sizes.append(len(batch)) or forward(batch))
+    probs = predict_probs(model, images, batch_size=3)
+    assert probs.dtype == np.float32 and sizes == [3, 3, 1]
+    np.testing.assert_array_equal(probs, expected)
 
 
 def test_load_segmenter_reads_the_run_folder(tmp_path):

@@ -16,7 +16,7 @@ from tests.tfrecords.conftest import HEIGHT, WIDTH, handmade_records, make_recor
 from tfrecords.__main__ import main
 from tfrecords.manifest import MANIFEST_NAME, load_manifest
 from tfrecords.read_config import ReadConfig
-from tfrecords.reader import make_dataset, read_examples
+from tfrecords.reader import _batchwise, make_dataset, read_examples
 from tfrecords.spec import PreprocessSpec
 from tfrecords.writer import write_dataset
 
@@ -158,3 +158,55 @@ def test_unknown_encoding_or_compression_is_refused(handmade_root: Path, tmp_pat
         "ZLIB",
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == ["c", "raw"]
+
+
+# Requests covering every decode path; raw stores of one size read these a batch at a time.
+BATCHWISE_READS = {
+    "classification": ReadConfig("train", "classification", batch_size=5),
+    "one-hot, 3 channels, scaled": ReadConfig(
+        "train", "classification", batch_size=5, one_hot=True, channels=3, input_scaling="resnet50"
+    ),
+    "masks, resized, meta": ReadConfig(
+        "train",
+        "segmentation",
+        batch_size=5,
+        mask_names=["lung", "infection"],
+        image_size=(7, 9),
+        with_meta=True,
+    ),
+    "cached": ReadConfig("test", "segmentation", batch_size=3, mask_names=["lung"], cache=True),
+    "multilabel": ReadConfig("train", "multilabel", batch_size=3, label_names=["effusion", "ggo"]),
+}
+
+
+# manifestation labels of 10 train records, then 4 test records
+MANIFESTATION_SETS = [
+    *[("ggo",), ("ggo", "consolidation"), (), ("effusion", "ggo"), ("effusion",)] * 2,
+    *[("ggo",)] * 4,
+]
+
+
+@pytest.mark.parametrize("request_name", BATCHWISE_READS)
+def test_raw_batches_equal_the_png_batches(tmp_path: Path, request_name: str) -> None:
+    """Raw records read a batch at a time give exactly the batches of the same records stored as PNG
+    (parsed example by example), partial last batches included."""
+    config = dataclasses.replace(BATCHWISE_READS[request_name], deterministic=True)
+    multilabel = config.task == "multilabel"
+    records = []  # covid records: every one has both masks
+    for index, labels in enumerate(MANIFESTATION_SETS):
+        split = "train" if index < 10 else "test"
+        fields = {"labels": labels} if multilabel else {}
+        records.append(make_record(index, f"p{index}", "covid", split, **fields))
+    root = stage(tmp_path / "records", records)
+    batches, batchwise = {}, {}
+    for encoding in ("png", "raw"):
+        adapter = "test_manifestations" if multilabel else "test_handmade"
+        manifest = write_dataset(adapter, root, tmp_path / encoding, encoding=encoding)
+        batchwise[encoding] = _batchwise(manifest, config)
+        batches[encoding] = list(make_dataset(manifest, config).as_numpy_iterator())
+    assert batchwise == {"png": False, "raw": True}
+    count, size = (10 if config.split == "train" else 4), config.batch_size
+    assert [len(batch[0]) for batch in batches["raw"]] == [
+        min(size, count - i) for i in range(0, count, size)
+    ]
+    tf.nest.map_structure(np.testing.assert_array_equal, batches["raw"], batches["png"])
