@@ -111,10 +111,14 @@ def load_published(path: Path = PUBLISHED_PATH) -> dict[str, PublishedNumber]:
 
 
 def find_runs(runs_dir: Path) -> list[Path]:
-    """The newest complete run folder of each config under `runs_dir` (folders with summary.json)."""
+    """The newest complete run folder of each config under `runs_dir` (folders with summary.json).
+    Folders whose name starts with "_" (e.g. `results/_float32/`, side-by-side checks of a row under
+    other settings) are not table rows."""
     newest: dict[str, tuple[str, Path]] = {}
     for summary in sorted(runs_dir.glob("**/summary.json")):
         folder = summary.parent
+        if any(part.startswith("_") for part in folder.relative_to(runs_dir).parts):
+            continue
         if folder.is_symlink() or not (folder / "run.json").is_file():
             continue
         run = json.loads((folder / "run.json").read_text())

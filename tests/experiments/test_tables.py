@@ -87,6 +87,13 @@ def test_table_uses_the_newest_run_and_computes_the_difference(tmp_path):
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_side_by_side_checks_under_an_underscore_folder_are_not_table_rows(tmp_path):
+    make_run(tmp_path, "s3_unet_infection_zenodo", "20261101T000000Z", dice(0.30), ["s3_infection_dice"])
+    make_run(tmp_path / "_float32", "s3_unet_infection_zenodo", "20261102T000000Z", dice(0.50), ["s3_infection_dice"])
+    table = build_table(tmp_path)
+    assert len(table) == 1 and table.loc[0, "ours"] == pytest.approx(0.30)
+
+
 def test_each_line_names_split_data_size_init_and_both_metric_definitions(tmp_path):
     make_run(
         tmp_path,
