@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config tree (common.config.TaskConfig: data, model, training, ...)")
     train.add_argument("--run-dir", required=True, help="run folder (resumed when it exists)")
     for flag, (key, kind, text) in TRAIN_FLAGS.items():
-        train.add_argument(flag, dest=key, type=kind, help=text)
+        train.add_argument(flag, dest=key, type=kind, help=f"{text} ({key})", metavar=flag[2:].upper())
     train.add_argument("--mask", action="append", dest="mask_names", help="mask to predict (repeatable)")
     train.add_argument(
         "--multiclass", action="store_true", default=None, help="softmax over background + masks"
