@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.config import ConfigError, from_dict
+from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 
 ROW_WEIGHTS = "model.weights"  # a lung segmenter's weights: the row's own `model.weights`
 VARIANTS = ("original", "segmented_lung", "without_lung")
 INITS = ("nodule", "imagenet", "scratch")
-PRETRAIN_DATASET_NAMES = ("lidc", "msd_patches")
 
 
 def _one_of(where: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -58,7 +58,7 @@ class PretrainOptions:
     preprocess: str | None = None
 
     def __post_init__(self) -> None:
-        _one_of("pipeline_options.pretrain.dataset", self.dataset, PRETRAIN_DATASET_NAMES)
+        _one_of("pipeline_options.pretrain.dataset", self.dataset, tuple(PRETRAIN_DATASETS))
 
 
 @dataclass
