@@ -27,6 +27,7 @@ from common.atomic import atomic_path
 
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
 # summary.json keys shown as a run's headline (also as `<part>_<metric>`), in this order
+UNPUBLISHED = "the seed publishes no number for this row"
 HEADLINES = ("accuracy", "roc_auc", "dice_per_image", "dice_infnet_mean", "miou", "compute_saving")
 COLUMNS = [
     "paper",
@@ -81,7 +82,7 @@ class PublishedNumber:
     key: str
     paper: str
     metric: str
-    value: float
+    value: float | None  # None: the seed publishes no number for the row
     dataset: str
     split: str
     definition: str
@@ -162,9 +163,19 @@ def why_missing(number: PublishedNumber, summary: Mapping[str, Any]) -> str:
     return f"this run's summary.json has no {number.metric}"
 
 
+def _unpublished(summary: Mapping[str, Any]) -> PublishedNumber:
+    """The stand-in for a row whose seed publishes no number to compare: its first `HEADLINES` metric."""
+    metric = next((name for name in HEADLINES if name in summary), next(iter(summary), "none"))
+    return PublishedNumber(
+        key="", paper="", metric=metric, value=None, dataset="-", split="-", definition=UNPUBLISHED, source=""
+    )
+
+
 def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = None) -> pd.DataFrame:
     """One row per (run, compared metric): ours with CI, published, difference, and the protocol of
-    both (split, data, image size and initialisation beside the full-scale row, metric definitions)."""
+    both (split, data, image size and initialisation beside the full-scale row, metric definitions).
+    A run whose row compares with no published number gets one line: its headline metric, beside
+    "none published"."""
     published = published if published is not None else load_published()
     rows = []
     for folder in find_runs(runs_dir):
@@ -173,20 +184,20 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
         config_file = folder / "experiment.yaml"
         config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
         full = _full_scale_config(run["name"]) or {}
-        for key in run.get("published", []):
-            number = published[key]
+        for key in run.get("published", []) or [None]:
+            number = published[key] if key is not None else _unpublished(summary)
             ours = summary.get(number.metric, {})
             value = ours.get("value")
             rows.append(
                 {
-                    "paper": number.paper if run["paper"] == "ours" else run["paper"],
+                    "paper": (number.paper or run["paper"]) if run["paper"] == "ours" else run["paper"],
                     "row": run["name"],
-                    "metric": f"{number.metric} vs {key}",
+                    "metric": f"{number.metric} vs {key}" if key else number.metric,
                     "ours": value,
                     "ci_low": ours.get("low"),
                     "ci_high": ours.get("high"),
                     "published": number.value,
-                    "difference": None if value is None else value - number.value,
+                    "difference": None if value is None or number.value is None else value - number.value,
                     "published_split": number.split,
                     "our_split": run.get("split_type", ""),
                     "data_scale": run.get("data_scale", ""),
@@ -282,8 +293,11 @@ def format_table(table: pd.DataFrame, fmt: str = "md") -> str:
                     table["ours"], table["ci_low"], table["ci_high"], table["why_missing"], strict=True
                 )
             ],
-            "published": [_fmt(v) for v in table["published"]],
-            "difference": [_fmt(v) for v in table["difference"]],
+            "published": ["none published" if pd.isna(v) else _fmt(v) for v in table["published"]],
+            "difference": [
+                "-" if pd.isna(number) else _fmt(value)
+                for value, number in zip(table["difference"], table["published"], strict=True)
+            ],
             "protocol (ours / published)": [protocol(line) for line in table.to_dict("records")],
             "hardware": table["hardware"],
         }

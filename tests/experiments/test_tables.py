@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -202,3 +203,13 @@ def test_a_smaller_model_than_the_full_scale_row_is_named(tmp_path):
         "init: not pretrained (full-scale row pretrained: imagenet); "
         "model: efficientnetb0 (full-scale row efficientnetb7); metric: test accuracy" in line
     )
+
+
+def test_a_row_with_no_published_number_shows_its_headline_metric(tmp_path):
+    accuracy = {"accuracy": {"value": 0.7, "low": 0.6, "high": 0.8}, "roc_auc": {"value": 0.75}}
+    make_run(tmp_path, "s2_vgg16_ct", "20261101T000000Z", accuracy, [], paper="S2")
+    table = build_table(tmp_path)
+    assert table.loc[0, "metric"] == "accuracy" and pd.isna(table.loc[0, "published"])
+    line = format_table(table, "md").splitlines()[-1]
+    assert line.startswith("| s2_vgg16_ct | accuracy | 0.700 (0.600-0.800) | none published | - | ")
+    assert "the seed publishes no number for this row" in line
