@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from common.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_subcommand, run_command
-from data_prep.errors import DataError
 from common.config import STRATEGIES
+from data_prep.errors import DataError
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 

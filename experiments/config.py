@@ -16,15 +16,11 @@ from typing import Any
 
 from common.config import (
     ConfigError,
-    DataConfig,
     TaskConfig,
     apply_overrides,
     from_dict,
     load_yaml,
-    to_dict,
 )
-
-__all__ = ["ConfigError", "DataConfig", "ExperimentConfig", "apply_overrides", "from_dict", "load_config", "to_dict"]
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.training_config import LR_SCHEDULES
 from common.config import STRATEGIES, TASKS, ConfigError
+from common.training_config import LR_SCHEDULES
 from experiments.config import ExperimentConfig
 from experiments.pipelines import check_pipeline_name
 from experiments.pipelines.options import pipeline_options

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from common.atomic import atomic_write_text
+from common.config import DataConfig
 from data_prep import phantoms
 from data_prep.adapters import open_dataset
 from data_prep.ct_recipe import CTRecipe, apply_recipe, recipe_from_config
@@ -41,7 +42,6 @@ from data_prep.splits import (
     policy_split,
     save_split,
 )
-from experiments.config import DataConfig
 from segmentation.bundle import load_segmenter
 from segmentation.predict import lung_predictor
 from tfrecords.manifest import MANIFEST_NAME, Manifest, load_manifest, sha256_file

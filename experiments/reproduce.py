@@ -28,7 +28,8 @@ from typing import Any
 
 import yaml
 
-from experiments.config import ExperimentConfig, to_dict
+from common.config import to_dict
+from experiments.config import ExperimentConfig
 from experiments.registry import get_experiment, list_experiments
 from experiments.run_folder import export_record
 

@@ -23,8 +23,9 @@ from typing import Any
 import yaml
 
 from common.atomic import atomic_path, replace_folder
+from common.config import ConfigError, apply_overrides, from_dict, to_dict
 from data_prep.errors import DataError
-from experiments.config import ConfigError, ExperimentConfig, apply_overrides, from_dict, to_dict
+from experiments.config import ExperimentConfig
 from experiments.config_checks import check_config
 
 SAFE_ON_RESUME = ("training.epochs", "training.fine_tune_epochs", "training.verbose")

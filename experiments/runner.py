@@ -25,9 +25,10 @@ import tensorflow as tf
 import yaml
 
 from common.atomic import atomic_write_text
+from common.config import to_dict
 from common.mixed_precision import PrecisionChoice, choose_precision
 from common.shard_checks import verify_shards
-from experiments.config import ExperimentConfig, to_dict
+from experiments.config import ExperimentConfig
 from experiments.cross_validation import run_cross_validation
 from experiments.data import PreparedData, data_record, data_scale, prepare_data
 from experiments.distribute import is_chief, make_strategy, worker_index

@@ -131,7 +131,7 @@ def find_runs(runs_dir: Path) -> list[Path]:
 
 def _full_scale_config(name: str) -> dict[str, Any] | None:
     """The row's config at full scale (the paper's settings) as a mapping; None for an unknown row."""
-    from experiments.config import to_dict
+    from common.config import to_dict
     from experiments.registry import get_experiment
 
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from experiments.config import ConfigError
+from common.config import ConfigError
 
 if TYPE_CHECKING:
     from experiments.data import PreparedData

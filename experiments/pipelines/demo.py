@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from experiments.config import ExperimentConfig, apply_overrides, from_dict, to_dict
+from common.config import apply_overrides, from_dict, to_dict
+from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, prepare_data
 from experiments.pipelines import register_pipeline
 from experiments.pipelines.options import pipeline_options

@@ -31,21 +31,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from classification.train import train_classifier
+from common.config import ModelConfig, to_dict
 from common.model_input import model_input
 from common.plots import plt, save_figure
 from common.task import train_task
-from common.config import ModelConfig, to_dict
 from common.training_config import TrainingConfig
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
-from experiments.pipelines.options import ROW_WEIGHTS, VARIANTS, LungSegmenterOptions, pipeline_options
 from experiments.pipelines import register_pipeline
+from experiments.pipelines.options import ROW_WEIGHTS, VARIANTS, LungSegmenterOptions, pipeline_options
 from experiments.run_folder import write_json
 from experiments.tasks import (
     Summary,
-    task_config,
     summarize_classification,
     summarize_segmentation,
+    task_config,
 )
 from segmentation.predict import Segmenter, load_segmenter, predicted_masks
 from segmentation.task import SEGMENTATION_TASK

@@ -32,6 +32,8 @@ import tensorflow as tf
 
 from common.atomic import atomic_path
 from common.bootstrap import ci_entry
+from common.config import TaskConfig
+from common.task import train_task
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines import register_pipeline
@@ -40,8 +42,6 @@ from experiments.pipelines.pretrain_args import PRETRAIN_DATASETS
 from experiments.pipelines.transfer import TransferReport, transfer_weights
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, summarize_segmentation, task_config
-from common.config import TaskConfig
-from common.task import train_task
 from segmentation.task import SEGMENTATION_TASK, build_model
 from segmentation.train import train_segmenter
 

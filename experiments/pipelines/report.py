@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import replace_folder
+from common.bundle import read_bundle
 from data_prep.dicom import read_scan
 from data_prep.errors import DataError
 from data_prep.io import (
@@ -62,7 +63,6 @@ from data_prep.io import (
 from data_prep.phantoms import is_synthetic
 from experiments.pipelines.report_montage import montage
 from experiments.pipelines.streams import MANIFESTATION_ORDER, combine_streams
-from common.bundle import read_bundle
 from segmentation.predict import Segmenter, binarize, load_segmenter, volume_probabilities
 from tfrecords.manifest import sha256_file
 

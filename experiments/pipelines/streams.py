@@ -32,8 +32,8 @@ from common.bootstrap import bootstrap_cis, ci_entry
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData
 from experiments.pipelines import register_pipeline
-from experiments.pipelines.options import pipeline_options
 from experiments.pipelines.flops import model_flops
+from experiments.pipelines.options import pipeline_options
 from experiments.run_folder import write_json
 from experiments.tasks import Summary, task_config
 from segmentation import metrics

@@ -32,10 +32,10 @@ import pandas as pd
 
 from classification.task import task_of
 from classification.train import train_classifier
-from common.config import TaskConfig, replaced
 from classification.uncertainty import coverage_accuracy, evaluate_uncertainty
 from common import plots
 from common.bootstrap import bootstrap_cis, ci_entry
+from common.config import TaskConfig, replaced
 from experiments.data import PreparedData
 from experiments.pipelines import register_pipeline
 from experiments.pipelines.options import pipeline_options

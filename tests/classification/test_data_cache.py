@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from classification.data import ClassificationInputs, load_split
-from tests.classification.tiny_data import tiny_ct, classification_inputs
+from tests.classification.tiny_data import classification_inputs, tiny_ct
 
 BATCH = 2
 VAL_IMAGES = 8  # tiny_ct(per_label=20): 2 of every 10 patients (2 images each) per label are val

@@ -16,7 +16,7 @@ from classification.metrics import binary_metrics
 from classification.task import CLASSIFICATION_TASKS
 from common.thresholds import NoValidationDataError, ThresholdChoice, ThresholdSplitError
 from tests.classification.test_uncertainty import constant_model
-from tests.classification.tiny_data import tiny_ct, tiny_xray, classification_inputs
+from tests.classification.tiny_data import classification_inputs, tiny_ct, tiny_xray
 
 
 def meta(modalities, patients):

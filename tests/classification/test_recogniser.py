@@ -4,7 +4,7 @@ import pytest
 from classification.data import load_split
 from classification.recogniser import recogniser_config, slice_manifestations, train_recogniser
 from common.training import TrainingConfig
-from tests.classification.tiny_data import manifestation_records, write_tiny, classification_inputs
+from tests.classification.tiny_data import classification_inputs, manifestation_records, write_tiny
 from tfrecords.reader import read_examples
 
 

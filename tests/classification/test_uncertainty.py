@@ -13,7 +13,7 @@ from classification.uncertainty import (
     predictive_entropy,
     uncertainty_summary,
 )
-from tests.classification.tiny_data import tiny_ct, classification_inputs
+from tests.classification.tiny_data import classification_inputs, tiny_ct
 
 ENTROPY_09 = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1))  # 0.325083
 

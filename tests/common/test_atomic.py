@@ -48,8 +48,10 @@ def test_staged_folder_publishes_only_on_success(tmp_path):
 
 def test_replace_folder_swaps_whole_folder(tmp_path):
     out, staging = tmp_path / "out", tmp_path / "new"
-    out.mkdir(); (out / "old").write_text("o")
-    staging.mkdir(); (staging / "new").write_text("n")
+    out.mkdir()
+    (out / "old").write_text("o")
+    staging.mkdir()
+    (staging / "new").write_text("n")
     replace_folder(staging, out)
     assert sorted(p.name for p in out.iterdir()) == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

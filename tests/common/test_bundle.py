@@ -8,8 +8,8 @@ import pytest
 
 from common.bundle import BUNDLE_NAME, checked_dependency, dependency, read_bundle, write_bundle
 from data_prep.errors import DataError
-from tfrecords.manifest import load_manifest, sha256_file
 from tests.segmentation.seg_helpers import write_disks
+from tfrecords.manifest import load_manifest, sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from common.cli import add_subcommand, call_with_flags, run_command, user_error_message
+from common.config import ConfigError, apply_overrides
 from data_prep.errors import DataError
-from experiments.config import ConfigError, apply_overrides
 from tests.conftest import REPO_ROOT
 
 

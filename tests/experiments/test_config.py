@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import ConfigError, apply_overrides, load_config
+from common.config import ConfigError, apply_overrides
+from experiments.config import load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

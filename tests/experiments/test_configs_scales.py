@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from experiments.config import ConfigError, to_dict
+from common.config import ConfigError, to_dict
 from experiments.registry import get_experiment, list_experiments
 from experiments.tables import initialisation
 

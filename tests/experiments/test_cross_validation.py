@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.config import ConfigError
 from data_prep.adapters import open_dataset
 from data_prep.errors import DataError
 from data_prep.io import read_nifti, to_display, write_nifti
-from experiments.config import ConfigError
 from experiments.data import fold_table, prepare_source
 from experiments.registry import get_experiment
 from experiments.runner import run_experiment

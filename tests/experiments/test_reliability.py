@@ -9,9 +9,9 @@ import os
 import pytest
 import yaml
 
+from common.config import ConfigError, to_dict
 from data_prep.errors import DataError
 from experiments.__main__ import main
-from experiments.config import ConfigError, to_dict
 from experiments.registry import get_experiment
 from experiments.run_start import PENDING_PREFIX, check_run, start_run
 

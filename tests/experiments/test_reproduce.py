@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.config import to_dict
 from experiments import reproduce as reproduce_module
 from experiments.__main__ import main
-from experiments.config import to_dict
 from experiments.registry import get_experiment
 from experiments.reproduce import config_hash, reproduce, select_rows
 from experiments.run_start import point_latest

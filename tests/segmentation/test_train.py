@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from segmentation.thresholds import ThresholdChoice
 from common.config import ConfigError, TaskConfig, from_dict, load_task_config, to_dict
 from segmentation.task import to_class_ids
+from segmentation.thresholds import ThresholdChoice
 from segmentation.train import train_segmenter
 from tests.segmentation.seg_helpers import SIZE, tiny_model, write_disks
 

@@ -11,13 +11,13 @@ import pytest
 import tensorflow as tf
 import yaml
 
-from experiments.pipelines.options import VARIANTS, pipeline_options
 from experiments.pipelines.lung_then_classify import (
     lung_masks,
     make_variants,
     train_lung_segmenter,
     write_variants,
 )
+from experiments.pipelines.options import VARIANTS, pipeline_options
 from experiments.registry import get_experiment
 from experiments.runner import apply_precision, run_experiment
 from segmentation.predict import load_segmenter

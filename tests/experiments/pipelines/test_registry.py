@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from common.config import ConfigError
 from experiments import runner
-from experiments.config import ConfigError
 from experiments.pipelines import PIPELINE_NAMES, demo, pipeline_run, register_pipeline
 from experiments.registry import get_experiment
 

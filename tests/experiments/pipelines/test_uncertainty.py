@@ -68,7 +68,7 @@ def test_options_need_two_models_and_known_keys():
 
 @pytest.fixture(scope="module")
 def phantom_tfrecords(tmp_path_factory):
-    from experiments.config import DataConfig as ExperimentData
+    from common.config import DataConfig as ExperimentData
     from experiments.data import prepare_data
 
     data = ExperimentData(phantom=True, image_size=32)
