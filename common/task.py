@@ -28,7 +28,7 @@ from common.atomic import atomic_write_text
 from common.config import TaskConfig, to_dict
 from common.mixed_precision import choose_precision
 from common.plots import plot_training_curves
-from common.training import Stage, fit, read_history
+from common.training import Stage, fit
 
 CONFIG_FILE = "config.yaml"
 
@@ -132,8 +132,8 @@ def train_task(
         steps_per_epoch=plan.steps_per_epoch,
         extra_callbacks=extra_callbacks,
     )
-    if history.history:
-        plot_training_curves(read_history(run_dir), run_dir / "training_curves.png")
+    if history.history:  # the whole run, as `fit` read it back from history.csv
+        plot_training_curves({"epoch": history.epoch, **history.history}, run_dir / "training_curves.png")
     best = run_dir / "best.keras"
     model = keras.saving.load_model(best)
     threshold = task.choose_threshold(model, config, run_dir) if has_val else None
