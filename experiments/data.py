@@ -57,7 +57,7 @@ class PreparedData:
 
     manifests: list[Manifest]
     split_type: str  # "patient-wise", "volume-wise", "image-level", "publisher" ...
-    data_scale: str  # "synthetic", "subset" (shared subsets) or "full"
+    data_scale: str  # per source: "synthetic", "subset", "full" or "unknown" (`source_scale`)
 
 
 def dataset_root(dataset: str, root: str, data_dir: Path, cache_dir: Path, phantom: bool, seed: int) -> Path:
@@ -257,21 +257,35 @@ def prepare_data(
 ) -> PreparedData:
     """Every source of `data` (the main dataset, then `extra`) as TFRecords with manifests; with
     `data.folds`, those of cross-validation fold `fold`."""
-    sources = [{"dataset": data.dataset, "root": data.root}, *data.extra]
-    manifests, split_types = [], []
-    for source in sources:
-        root = dataset_root(source["dataset"], source["root"], data_dir, cache_dir, data.phantom, seed)
-        manifest, split_type = prepare_source(
-            source["dataset"], root, data, cache_dir, seed, fold, lung_model
-        )
+    manifests, split_types, scales = [], [], []
+    for dataset, root in source_roots(data, data_dir, cache_dir, seed):
+        manifest, split_type = prepare_source(dataset, root, data, cache_dir, seed, fold, lung_model)
         manifests.append(manifest)
         split_types.append(split_type)
-    return PreparedData(manifests, "; ".join(dict.fromkeys(split_types)), data_scale(data, data_dir))
+        scales.append(source_scale(dataset, root, manifest))
+    return PreparedData(manifests, "; ".join(dict.fromkeys(split_types)), "; ".join(dict.fromkeys(scales)))
 
 
-def data_scale(data: DataConfig, data_dir: Path) -> str:
-    """ "synthetic" (phantoms), "subset" (the shared subsets) or "full"."""
-    return "synthetic" if data.phantom else ("subset" if "shared" in str(data_dir) else "full")
+def source_roots(data: DataConfig, data_dir: Path, cache_dir: Path, seed: int) -> list[tuple[str, Path]]:
+    """(dataset, root folder) of each source of `data`: the main dataset, then `extra`."""
+    sources = [{"dataset": data.dataset, "root": data.root}, *data.extra]
+    return [
+        (s["dataset"], dataset_root(s["dataset"], s["root"], data_dir, cache_dir, data.phantom, seed))
+        for s in sources
+    ]
+
+
+def source_scale(dataset: str, root: Path, manifest: Manifest | None = None) -> str:
+    """How much of its published release one source holds, from its adapter ("synthetic", "subset",
+    "full" or "unknown"); the manifest's record count where given, else the adapter counts."""
+    count = None if manifest is None else sum(info.count for info in manifest.splits.values())
+    return open_dataset(dataset, root).data_scale(count)
+
+
+def data_scale(data: DataConfig, data_dir: Path, cache_dir: Path, seed: int) -> str:
+    """`source_scale` of every source of `data`, joined with "; " where they differ."""
+    roots = source_roots(data, data_dir, cache_dir, seed)
+    return "; ".join(dict.fromkeys(source_scale(dataset, root) for dataset, root in roots))
 
 
 def data_record(prepared: PreparedData) -> dict:

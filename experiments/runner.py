@@ -156,7 +156,7 @@ def _run_started(
     prepared = None
     if config.data.folds:  # each fold prepares its own data and records it in its folder
         record["split_type"] = f"{config.data.folds}-fold cross-validation by case ({config.data.cv_protocol})"
-        record["data_scale"] = data_scale(config.data, data_dir)
+        record["data_scale"] = data_scale(config.data, data_dir, cache_dir, config.runtime.seed)
     else:
         prepared = prepare_data(config.data, data_dir, cache_dir, config.runtime.seed)
         record.update(data_record(prepared))

@@ -33,6 +33,8 @@ class DatasetAdapter(abc.ABC):
     orientation: ClassVar[str | None] = None  # how 2D images are oriented, in words, where known
     # mask name -> the labels whose records must have it non-empty (None: every record); for `inspect`.
     expected_nonempty: ClassVar[dict[str, tuple[str, ...] | None]] = {}
+    # records in the complete published release (None: not known); `data_scale` compares with it
+    release_records: ClassVar[int | None] = None
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -51,6 +53,21 @@ class DatasetAdapter(abc.ABC):
     def volumes(self) -> Iterator[Volume]:
         """Yields whole 3D volumes; only volume datasets implement it."""
         raise NotImplementedError(f"{self.name} is not a volume dataset")
+
+    def release_coverage(self, n_records: int | None = None) -> str | None:
+        """"subset" or "full": how much of the published release `root` holds, by `release_records`
+        (adapters whose layout shows it say so instead); None where the release size is not known.
+        n_records: the records read from `root` (counted with `records()` when None)."""
+        if self.release_records is None:
+            return None
+        count = n_records if n_records is not None else sum(1 for _ in self.records())
+        return "subset" if count < self.release_records else "full"
+
+    def data_scale(self, n_records: int | None = None) -> str:
+        """"synthetic" (phantoms), "subset", "full", or "unknown" (the release size is not known)."""
+        if self.synthetic:
+            return "synthetic"
+        return self.release_coverage(n_records) or "unknown"
 
 
 def register(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:

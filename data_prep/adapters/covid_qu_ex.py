@@ -29,6 +29,8 @@ PART_FOLDERS: dict[str, str] = {
     "infection": "Infection Segmentation Data",
     "lung": "Lung Segmentation Data",
 }
+# Images in each part of the published release (Tahir et al. 2021, Kaggle "covidqu").
+PART_RELEASE_RECORDS: dict[str, int] = {"infection": 5_826, "lung": 33_920}
 PART_MASKS: dict[str, tuple[str, ...]] = {"infection": ("lung", "infection"), "lung": ("lung",)}
 MASK_FOLDERS: dict[str, str] = {"lung": "lung masks", "infection": "infection masks"}
 SPLIT_FOLDERS: dict[str, str] = {"Train": "train", "Val": "val", "Test": "test"}
@@ -58,7 +60,6 @@ class CovidQuEx(DatasetAdapter):
     label_names = CLASSES
     mask_names = ("lung", "infection")
     patient_ids = "none"
-    orientation = "frontal chest X-ray as distributed (patient right on the image left)"
     homepage = "https://www.kaggle.com/datasets/anasmohammedtahir/covidqu"
     citation = (
         "A. M. Tahir et al., COVID-19 infection localization and severity grading from chest X-ray images, "
@@ -77,6 +78,7 @@ class CovidQuEx(DatasetAdapter):
             raise ValueError(f"unknown COVID-QU-Ex part {part!r}; expected one of {sorted(PART_FOLDERS)}")
         self.part, self.part_dir = self._find_part(part)
         self.masks_of_part = PART_MASKS[self.part]
+        self.release_records = PART_RELEASE_RECORDS[self.part]
         self.split_dirs = {
             split: self.part_dir / folder
             for folder, split in SPLIT_FOLDERS.items()

@@ -44,6 +44,7 @@ CANONICAL_LABELS: dict[str, str] = {
 }
 FILES_CSV = "files.csv"
 _CSV_COLUMNS = ("file", "label", "source_group", "ucsd_patient_id")
+_POOL_COLUMN = "original_file"  # a files.csv column naming each image's file in the pool it was drawn from
 _NOR_SCAN = re.compile(r"^nor_(\d+)_img_\d+\.")
 _NUMBERED_SLICE = re.compile(r"^(Covid|Non-Covid) \((\d+)\)\.")
 
@@ -104,9 +105,15 @@ class ImageFolder(DatasetAdapter):
         self.files = dict(sorted((f"{d.name}/{p.name}", p) for d in class_dirs for p in list_image_files(d)))
         self.label_names = tuple(sorted({_label(d.name) for d in class_dirs}))
         self.ids: dict[str, tuple[str | None, str | None]] = {}  # key -> (patient_id, source)
+        self.drawn_from_pool = False  # files.csv names each image's original file in a larger pool
         if (self.root / FILES_CSV).is_file():
             self.ids = self._read_files_csv(self.root / FILES_CSV, run_gap)
             self.patient_ids = "partial"
+
+    def release_coverage(self, n_records: int | None = None) -> str | None:
+        """"subset" where files.csv says the images were drawn from a pool; else not known (a folder of
+        class folders is no one release)."""
+        return "subset" if self.drawn_from_pool else None
 
     def _read_files_csv(self, csv_path: Path, run_gap: int) -> dict[str, tuple[str | None, str | None]]:
         """key -> (patient_id, source) from `files.csv`, which must list exactly the images present."""
@@ -116,6 +123,7 @@ class ImageFolder(DatasetAdapter):
             if missing:
                 raise DataError(csv_path, f"missing columns {missing}; expected {list(_CSV_COLUMNS)}")
             rows = {row["file"]: row for row in reader}
+            self.drawn_from_pool = _POOL_COLUMN in (reader.fieldnames or [])
         unlisted = sorted(self.files.keys() - rows.keys())
         if unlisted:
             raise DataError(self.root / unlisted[0], f"not listed in {FILES_CSV}")

@@ -72,6 +72,10 @@ class LidcNoduleSlices(DatasetAdapter):
                 self.root, "not a LIDC-IDRI-Preprocessing layout: expected Image/ and Mask/ folders"
             )
 
+    def release_coverage(self, n_records: int | None = None) -> str | None:
+        """"subset" where the meta table is the subset's (`meta_info_subset.csv`); else not known."""
+        return "subset" if (self.root / META_FILES[1]).is_file() else None
+
     def malignancy(self) -> dict[str, int]:
         """`<patient>/<image stem>` -> malignancy rating, from the meta table (empty without one)."""
         path = next((self.root / name for name in META_FILES if (self.root / name).is_file()), None)

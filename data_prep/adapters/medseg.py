@@ -87,6 +87,7 @@ class MedSegCovidCt(DatasetAdapter):
     mask_names = ("infection", "ggo", "consolidation", "effusion", "lung")
     patient_ids = "none"
     orientation = "axial display: anterior up, patient right on the image left (Inf-Net slices transposed)"
+    release_records = 100  # MedSeg's expert-labelled slices (Inf-Net's COVID-SemiSeg copy keeps 98)
     homepage = "https://medicalsegmentation.com/covid19/"
     citation = (
         "MedSeg, COVID-19 CT segmentation dataset (images: Italian Society of Medical and Interventional "

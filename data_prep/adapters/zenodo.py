@@ -54,6 +54,7 @@ COMBINED_FOLDERS = ("Lung_and_Infection_Mask", "lung_and_infection_mask")
 COMBINED_INFECTION_LABEL = 3
 LUNG_LARGEST_LABEL = 2  # 1 = left, 2 = right
 # Re-stacked subset.
+RELEASE_CASES = 20  # CT volumes in the published Zenodo 3757476 release
 SUBSET_FOLDERS = {"ct": "ct", "lung": "lung_mask", "infection": "infection_mask"}
 _PART_NAME = re.compile(r"^(?P<block>.+)_part(?P<part>\d+)\.nii\.gz$")
 _SOURCES = {"CC": "coronacases", "RP": "radiopaedia"}
@@ -112,6 +113,13 @@ class ZenodoCovidCtSeg(DatasetAdapter):
                 f"not a Zenodo 3757476 layout: expected a {' or '.join(CT_FOLDERS)} folder "
                 "(published) or ct/, lung_mask/, infection_mask/ (re-stacked subset)",
             )
+
+    def release_coverage(self, n_records: int | None = None) -> str | None:
+        """"subset" for the re-stacked layout (only a selection of infected slices has it) and for a
+        published layout with fewer than the release's 20 cases, else "full"."""
+        if self.layout == "restacked":
+            return "subset"
+        return "subset" if len(nifti_files(self.ct_folder)) < RELEASE_CASES else "full"
 
     def records(self, split: str | None = None) -> Iterator[Record]:
         check_split(split, self.splits(), self.name)
