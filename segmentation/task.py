@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from common.config import TaskConfig
 from common.task import TrainingPlan
+from common.training import set_batchnorm_momentum
 from segmentation.bundle import write_segmenter_bundle
 from segmentation.evaluate import select_threshold
 from segmentation.losses import get_loss
@@ -43,9 +44,10 @@ def tfrecord_folder(config: TaskConfig) -> str:
 
 def build_model(config: TaskConfig) -> keras.Model:
     """The configured model from the `segmentation.models` registry: `model.name` the decoder,
-    `model.encoder` the backbone ("plain" when unset), one output channel per `channel_names`."""
+    `model.encoder` the backbone ("plain" when unset), one output channel per `channel_names`;
+    `model.batchnorm_momentum` (when set) replaces every BatchNormalization momentum."""
     data, model = config.data, config.model
-    return build_segmenter(
+    segmenter = build_segmenter(
         model.name,
         model.encoder or "plain",
         (data.image_size, data.image_size, data.channels),
@@ -53,6 +55,9 @@ def build_model(config: TaskConfig) -> keras.Model:
         weights=model.weights,
         **model.options,
     )
+    if model.batchnorm_momentum is not None:  # e.g. keras.applications' MobileNetV2 builds 0.999
+        set_batchnorm_momentum(segmenter, model.batchnorm_momentum)
+    return segmenter
 
 
 def compile_model(model: keras.Model, optimizer: keras.optimizers.Optimizer, config: TaskConfig) -> None:

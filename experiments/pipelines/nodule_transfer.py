@@ -5,7 +5,9 @@ to segment pulmonary nodules. The rows `s0_deeplabv3plus_{nodule,imagenet,scratc
 only in `pipeline_options.init`:
 - "nodule": pretrain the same architecture on `pipeline_options.pretrain` ({dataset: lidc | msd_patches,
   root, epochs, mask_names, split, preprocess}; LIDC-layout phantoms when `data.phantom`), cached in
-  `cache_dir/pretrain-<fingerprint>/best.keras` so the rows share it, then copy every layer whose name
+  `cache_dir/pretrain-<fingerprint>/best.keras` so the rows share it (the epoch of lowest validation
+  loss by default, `PretrainOptions.monitor`; `transfer.json` records the epoch and the pretraining's
+  per-epoch validation Dice, the summary `pretrain_best_val_dice`), then copy every layer whose name
   and shapes match (`transfer_weights`; the head keeps its fresh initialisation when the class count
   differs) and write the `TransferReport` to `run_dir/transfer.json`;
 - "imagenet": `model.weights=imagenet` (fails fast, with the remedies, when the weights cannot be had:
@@ -28,12 +30,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from common.atomic import atomic_path
 from common.bootstrap import ci_entry
 from common.config import TaskConfig
 from common.task import train_task
+from common.training import read_history
 from experiments.config import ExperimentConfig
 from experiments.data import PreparedData, dataset_root, prepare_source
 from experiments.pipelines import register_pipeline
@@ -64,6 +68,7 @@ def pretrain_options(config: ExperimentConfig) -> dict[str, Any]:
         "mask_names": list(options.mask_names or mask_names),
         "split": options.split,
         "preprocess": preprocess if options.preprocess is None else options.preprocess,
+        "monitor": options.monitor,
     }
 
 
@@ -99,7 +104,10 @@ def pretrain_nodule(
         label_map={},
     )
     manifest, _ = prepare_source(options["dataset"], root, data, cache_dir, seed)
-    training = dataclasses.replace(config.training, epochs=options["epochs"])
+    monitor = options["monitor"]
+    training = dataclasses.replace(
+        config.training, epochs=options["epochs"], monitor=monitor, mode="min" if monitor == "val_loss" else "max"
+    )
     pretrain_config = dataclasses.replace(config, data=data, training=training)
     key = _fingerprint(
         {
@@ -123,8 +131,36 @@ def pretrain_nodule(
         **{"data.mask_names": list(options["mask_names"]), "model.multiclass": False, "model.weights": None},
     )
     best = train_segmenter(run, run_dir, strategy)
-    write_json(run_dir / PRETRAIN_DONE, {"options": options, "tfrecords": str(manifest.directory)})
+    write_json(
+        run_dir / PRETRAIN_DONE,
+        {"options": options, "tfrecords": str(manifest.directory), **pretraining_outcome(run_dir, monitor)},
+    )
     return best
+
+
+def pretraining_outcome(run_dir: Path, monitor: str) -> dict[str, Any]:
+    """What the pretraining in `run_dir` hands on, from its `history.csv`: the 1-based epoch whose
+    checkpoint is `best.keras` (the first best by `monitor`, as the checkpoint callback keeps it), the
+    per-epoch validation Dice and loss (None where undefined, e.g. no nodule pixel in validation) and
+    the best validation Dice (None when none is defined)."""
+    history = read_history(run_dir)
+    if np.isnan(history.get(monitor, [np.nan])).all():  # no validation split: train_task monitors training
+        monitor = monitor.removeprefix("val_")
+    values = np.asarray(history[monitor])
+    chosen = int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
+    dice, loss = ([_defined(v) for v in history.get(name, [])] for name in ("val_dice", "val_loss"))
+    defined = [v for v in dice if v is not None]
+    return {
+        "monitor": monitor,
+        "chosen_epoch": chosen + 1,
+        "val_dice": dice,
+        "val_loss": loss,
+        "best_val_dice": max(defined) if defined else None,
+    }
+
+
+def _defined(value: float) -> float | None:
+    return None if np.isnan(value) else round(float(value), 4)
 
 
 def transferred_model(run: TaskConfig, checkpoint: str | Path) -> tuple[keras.Model, TransferReport]:
@@ -145,8 +181,16 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     run_config = task_config(config, [str(manifest.directory)], replicas, **{"model.weights": weights})
     reports: list[TransferReport] = []
     builder = None
+    pretraining: dict[str, Any] = {}
     if init == "nodule":
         checkpoint = pretrain_nodule(config, context.data_dir, context.cache_dir, context.strategy)
+        pretraining = json.loads((Path(checkpoint).parent / PRETRAIN_DONE).read_text())
+        if pretraining["best_val_dice"] == 0.0:
+            print(
+                "warning: the nodule pretraining found no nodule pixel on its validation patients at any "
+                f"epoch (val Dice 0); the transferred checkpoint is epoch {pretraining['chosen_epoch']} by "
+                f"{pretraining['monitor']}"
+            )
 
         def builder() -> keras.Model:
             model, report = transferred_model(run_config, checkpoint)
@@ -159,7 +203,12 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     report = reports[-1] if reports else TransferReport()
     write_json(
         context.run_dir / "transfer.json",
-        {"init": init, "checkpoint": str(checkpoint) if init == "nodule" else None, **report.as_dict()},
+        {
+            "init": init,
+            "checkpoint": str(checkpoint) if init == "nodule" else None,
+            "pretraining": pretraining,
+            **report.as_dict(),
+        },
     )
     if reports:
         print(report.summary())
@@ -169,6 +218,9 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
         ("transfer_loaded_parameters", report.loaded_parameters),
     ):
         summary[name] = ci_entry(value)
+    if pretraining:
+        summary["pretrain_best_val_dice"] = ci_entry(pretraining["best_val_dice"])
+        summary["pretrain_chosen_epoch"] = ci_entry(pretraining["chosen_epoch"])
     return summary
 
 

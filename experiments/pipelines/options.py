@@ -45,10 +45,15 @@ class LungThenClassifyOptions:
         _one_of("pipeline_options.variant", self.variant, VARIANTS)
 
 
+PRETRAIN_MONITORS = ("val_loss", "val_dice")
+
+
 @dataclass
 class PretrainOptions:
     """S0's nodule pretraining: `dataset` (lidc | msd_patches) and its `root`, `mask_names`, `split`,
-    `preprocess` (None: the dataset's defaults, `pretrain_args.PRETRAIN_DATASETS`), `epochs`."""
+    `preprocess` (None: the dataset's defaults, `pretrain_args.PRETRAIN_DATASETS`), `epochs`, and
+    `monitor`, the validation quantity that picks the checkpoint to transfer: "val_loss" (lowest), or
+    "val_dice" (highest; on a short run whose held-out Dice stays 0 every epoch ties keep epoch 1)."""
 
     dataset: str = "lidc"
     root: str | None = None
@@ -56,9 +61,11 @@ class PretrainOptions:
     mask_names: list[str] | None = None
     split: str = "patient"
     preprocess: str | None = None
+    monitor: str = "val_loss"
 
     def __post_init__(self) -> None:
         _one_of("pipeline_options.pretrain.dataset", self.dataset, tuple(PRETRAIN_DATASETS))
+        _one_of("pipeline_options.pretrain.monitor", self.monitor, PRETRAIN_MONITORS)
 
 
 @dataclass

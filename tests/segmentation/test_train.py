@@ -100,3 +100,25 @@ def test_load_config_yaml_with_overrides_and_unknown_keys(tmp_path):
     path.write_text("data:\n  imagesize: 3\n")
     with pytest.raises(ConfigError, match=r"config.data: unknown key\(s\) imagesize; allowed: .*image_size"):
         load_task_config(path)
+
+
+def test_batchnorm_momentum_replaces_the_encoders_own():
+    """keras.applications' MobileNetV2 builds momentum 0.999, whose moving statistics stay near their
+    initial values over a short run; `model.batchnorm_momentum` must reach every BatchNormalization."""
+    from common.training import nested_layers
+    from segmentation.task import build_model
+
+    def momenta(momentum):
+        config = from_dict(
+            TaskConfig,
+            {
+                "data": {"image_size": 64, "channels": 1, "mask_names": ["ggo"]},
+                "model": {"task": "segmentation", "name": "deeplabv3plus", "encoder": "mobilenetv2",
+                          "weights": None, "batchnorm_momentum": momentum},
+            },
+        )  # fmt: skip
+        layers = nested_layers(build_model(config))
+        return {layer.momentum for layer in layers if isinstance(layer, keras.layers.BatchNormalization)}
+
+    assert 0.999 in momenta(None)
+    assert momenta(0.9) == {0.9}

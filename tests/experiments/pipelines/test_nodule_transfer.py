@@ -8,7 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from experiments.pipelines.nodule_transfer import pretrain_command, pretrain_nodule, transferred_model
+from experiments.pipelines.nodule_transfer import (
+    pretrain_command,
+    pretrain_nodule,
+    pretraining_outcome,
+    transferred_model,
+)
 from experiments.pipelines.pretrain_args import add_pretrain_parser
 from experiments.pipelines.transfer import _layers_with_weights
 from experiments.registry import get_experiment
@@ -107,6 +112,9 @@ def test_nodule_row_runs_end_to_end(phantom_row):
     assert transfer["init"] == "nodule" and transfer["reshaped"] == []  # GGO and nodule: one channel each
     assert summary["transfer_loaded_layers"]["value"] == len(transfer["loaded"]) > 0
     assert summary["transfer_loaded_parameters"]["value"] == transfer["loaded_parameters"] > 0
+    # the 1-epoch phantom pretraining has no validation Dice, so it is chosen by training loss
+    assert transfer["pretraining"]["monitor"] == "loss" and transfer["pretraining"]["chosen_epoch"] == 1
+    assert summary["pretrain_best_val_dice"]["value"] == transfer["pretraining"]["best_val_dice"]
     assert {"dice_per_image", "dice_ggo", "iou_per_image"} <= set(summary)
     assert (run_dir / "eval" / "metrics.json").is_file()
 
@@ -131,3 +139,15 @@ def test_xception65_nodule_row_runs_end_to_end(phantom_row):
     heavy = ("model.name=deeplabv3plus", "model.encoder=xception65", "model.options={output_stride: 16}")
     run_dir, summary = run_row("nodule", overrides, folder, heavy)
     assert summary["transfer_loaded_layers"]["value"] > 100
+
+
+def test_pretraining_outcome_names_the_epoch_the_checkpoint_keeps(tmp_path):
+    """A held-out Dice that stays 0 ties at every epoch, so "val_dice" keeps epoch 1 (the recorded S0 CPU
+    pretraining); "val_loss" keeps the epoch of lowest loss."""
+    (tmp_path / "history.csv").write_text(
+        "epoch,dice,val_dice,val_loss\n0,0.07,0.0,1.02\n1,0.35,0.0,0.96\n2,0.59,0.0,0.97\n3,0.76,0.0,0.92\n"
+    )
+    by_dice = pretraining_outcome(tmp_path, "val_dice")
+    assert by_dice == {"monitor": "val_dice", "chosen_epoch": 1, "val_dice": [0.0] * 4,
+                       "val_loss": [1.02, 0.96, 0.97, 0.92], "best_val_dice": 0.0}  # fmt: skip
+    assert pretraining_outcome(tmp_path, "val_loss")["chosen_epoch"] == 4
