@@ -164,7 +164,7 @@ DEFINITIONS = {
     "default the CT classification subset: COVID and NonCOVID slices): gated = recogniser on every slice + "
     "each stream on the slices its gate passed; ungated = every stream on every slice; no labels are inputs",
     "compute_saving_lesion_free": "compute_saving on the gate set's lesion-free class (gate_set.lesion_free_class, "
-    "NonCOVID): 1 - recogniser / streams FLOPs where no gate fires, the most gating can save",
+    "NonCOVID); where no gate fires on them it is 1 - recogniser / streams FLOPs, the most gating can save",
     "compute_saving_<class>": "compute_saving on the gate set's slices of another class (e.g. covid)",
     "ran_fraction_<m>_<class>": "fraction of the gate set's slices of a class on which stream m ran",
     "n_gate_set_<class>": "slices of a class in the gate set (every split of its TFRecords)",
@@ -193,18 +193,23 @@ def _drop_reason(pixels: np.ndarray, min_pixels: int) -> str | None:
     return None
 
 
-def training_mask_pixels(data: str | Path, names: tuple[str, ...], batch_size: int = 32) -> np.ndarray:
-    """(N, M) int64 foreground pixels of each of the M `names` masks per training record, as stored."""
-    read = ReadConfig("train", task="segmentation", batch_size=batch_size, mask_names=names, deterministic=True)
+def training_mask_pixels(
+    data: str | Path, names: tuple[str, ...], split: str = "train", batch_size: int = 32
+) -> np.ndarray:
+    """(N, M) int64 foreground pixels of each of the M `names` masks per record of the training
+    `split`, as stored."""
+    read = ReadConfig(split, task="segmentation", batch_size=batch_size, mask_names=names, deterministic=True)
     counts = [masks.sum(axis=(1, 2)) for _, masks in make_dataset(data, read).as_numpy_iterator()]
     return np.concatenate(counts).astype(np.int64)
 
 
-def choose_manifestations(data: str | Path, names: tuple[str, ...], min_pixels: int) -> ManifestationChoice:
-    """The manifestations of `names` the training split of TFRecord folder `data` shows: a mask stored
-    on every training record with >= `min_pixels` pixels on at least one (so the recogniser, whose
-    labels need as many, sees a positive); raises ValueError when none is left."""
-    info = load_manifest(data).split("train")
+def choose_manifestations(
+    data: str | Path, names: tuple[str, ...], min_pixels: int, split: str = "train"
+) -> ManifestationChoice:
+    """The manifestations of `names` the training `split` of TFRecord folder `data` shows: a mask
+    stored on every training record with >= `min_pixels` pixels on at least one (so the recogniser,
+    whose labels need as many, sees a positive); raises ValueError when none is left."""
+    info = load_manifest(data).split(split)
     dropped = {
         name: f"mask stored for {info.mask_counts.get(name, 0)} of {info.count} training records"
         for name in names
@@ -212,7 +217,7 @@ def choose_manifestations(data: str | Path, names: tuple[str, ...], min_pixels: 
     }
     stored = tuple(name for name in names if name not in dropped)
     if stored:
-        pixels = training_mask_pixels(data, stored)
+        pixels = training_mask_pixels(data, stored, split)
         reasons = {name: _drop_reason(pixels[:, k], min_pixels) for k, name in enumerate(stored)}
         dropped |= {name: reason for name, reason in reasons.items() if reason is not None}
     kept = tuple(name for name in names if name not in dropped)
@@ -285,7 +290,9 @@ def _train_streams(context: RunContext, data: str, manifestations: tuple[str, ..
     streams = {}
     for name in manifestations:
         run = task_config(config, [data], replicas, **{"data.mask_names": [name], "model.multiclass": False})
-        streams[name] = load_segmenter(train_segmenter(run, context.run_dir / "streams" / name, context.strategy))
+        streams[name] = load_segmenter(
+            train_segmenter(run, context.run_dir / "streams" / name, context.strategy)
+        )
     return streams
 
 
@@ -623,7 +630,9 @@ def run(context: RunContext, prepared: PreparedData) -> Summary:
     per_image.csv and gate_set_per_image.csv; returns the summary."""
     config, options = context.config, pipeline_options(context.config)
     data = str(prepared.manifests[0].directory)
-    choice = choose_manifestations(data, _check_manifestations(config), options.recogniser.min_pixels)
+    choice = choose_manifestations(
+        data, _check_manifestations(config), options.recogniser.min_pixels, config.data.splits["train"]
+    )
     gate_set = prepare_gate_set(context, options.gate_set)
     pipeline, single, recogniser_report = _trained_pipeline(context, data, choice.kept)
     outputs = predict_test(pipeline, single, data, config.data.channels, config.data.batch_size)

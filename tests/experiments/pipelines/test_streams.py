@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.pipelines.flops import model_flops
 from data_prep import phantoms
+from experiments.pipelines.flops import model_flops
 from experiments.pipelines.streams import (
     MANIFESTATION_ORDER,
     GatedStreams,

@@ -64,7 +64,9 @@ def _without_effusion(records):
 def test_a_manifestation_the_training_split_lacks_is_dropped_and_named(medseg, tmp_path):
     root, split_file, keys = medseg
     out = tmp_path / "records"
-    write_dataset("medseg", root, out, split_file=split_file, records_transform=lambda r: _edited_masks(r, keys))
+    write_dataset(
+        "medseg", root, out, split_file=split_file, records_transform=lambda r: _edited_masks(r, keys)
+    )
     read = ReadConfig("test", task="segmentation", batch_size=64, mask_names=["effusion"])
     test_pixels = sum(int(masks.sum()) for _, masks in make_dataset(out, read).as_numpy_iterator())
     assert test_pixels == 16  # present in test, yet decided from training only
@@ -158,6 +160,9 @@ def test_gate_set_skips_with_a_reason_and_rejects_an_unknown_lesion_free_class(t
     context = _context(tmp_path, "data.phantom=true")
     assert prepare_gate_set(context, None).skipped == "pipeline_options.gate_set is null"
     no_phantoms = prepare_gate_set(context, GateSetOptions(dataset="covid_ct"))
-    assert (no_phantoms.directory, no_phantoms.skipped) == (None, "data.phantom: no phantoms for dataset 'covid_ct'")
+    assert (no_phantoms.directory, no_phantoms.skipped) == (
+        None,
+        "data.phantom: no phantoms for dataset 'covid_ct'",
+    )
     with pytest.raises(ValueError, match="lesion_free_class 'Healthy' is not a class"):
         prepare_gate_set(context, GateSetOptions(lesion_free_class="Healthy"))
