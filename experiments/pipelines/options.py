@@ -93,8 +93,25 @@ class RecogniserOptions:
 
 
 @dataclass
+class GateSetOptions:
+    """S0's second gate set, with lesion-free slices: an image-level classification set (`dataset`,
+    `root` read as the row's own data: under the data dir, or its phantoms with data.phantom), stored
+    with `preprocess` (None: the row's data.preprocess) at the row's image size; `lesion_free_class`
+    names the class whose slices show no manifestation."""
+
+    dataset: str = "image_folder"
+    root: str = "ct-covid-classification"
+    preprocess: str | None = None
+    lesion_free_class: str = "NonCOVID"
+
+
+@dataclass
 class StreamsOptions:
+    """S0's streams: the `recogniser`, and `gate_set` (None: the compute saving is measured on the
+    test split only)."""
+
     recogniser: RecogniserOptions = field(default_factory=RecogniserOptions)
+    gate_set: GateSetOptions | None = field(default_factory=GateSetOptions)
 
 
 @dataclass

@@ -1,14 +1,16 @@
 import json
 
-import keras
 import numpy as np
 import pandas as pd
 import pytest
-from keras import layers
 
+from data_prep import phantoms
 from experiments.pipelines.flops import model_flops
 from experiments.pipelines.streams import (
+    MANIFESTATION_ORDER,
     GatedStreams,
+    GateSet,
+    ManifestationChoice,
     SplitViews,
     combine_streams,
     comparison_metrics,
@@ -20,6 +22,7 @@ from experiments.pipelines.streams import (
 from experiments.runner import run_experiment
 from segmentation.evaluate import SplitPredictions
 from tests.experiments.pipelines.phantom_rows import medseg_overrides, phantom_roots, volume_split_file
+from tests.experiments.pipelines.streams_models import stream, top_left_pixel_recogniser
 
 
 def test_combiner_takes_the_most_probable_claiming_stream_and_breaks_ties_by_order():
@@ -32,21 +35,6 @@ def test_combiner_takes_the_most_probable_claiming_stream_and_breaks_ties_by_ord
     )
     # pixel 0: ggo highest; 1: consolidation highest; 2: nothing >= 0.5; 3: tie -> ggo (earlier).
     np.testing.assert_array_equal(label_map, [[[1, 2, 0, 1]]])
-
-
-def top_left_pixel_recogniser() -> keras.Model:
-    """A recogniser whose output is the image's top-left pixel value per channel (hand-made gates)."""
-    inputs = keras.Input((8, 8, 3))
-    outputs = layers.Lambda(lambda x: x[:, 0, 0, :])(inputs)
-    return keras.Model(inputs, outputs)
-
-
-def stream(value: float) -> keras.Model:
-    inputs = keras.Input((8, 8, 3))
-    x = layers.Conv2D(1, 1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(value))(
-        inputs
-    )
-    return keras.Model(inputs, layers.Activation("linear")(x))
 
 
 def test_gating_skips_exactly_the_streams_the_recogniser_rejects():
@@ -169,15 +157,19 @@ def test_summarise_and_write_outputs_on_hand_made_views(tmp_path):
     assert per_image["truth_px_consolidation"].tolist() == [0, 64, 0, 0]
     assert per_image["dice_ggo_ungated"].tolist() == [1.0, 0.0, 0.0, 0.0]
 
-    write_outputs(
-        tmp_path, pipeline, {"threshold": {"thresholds": [0.5, 0.5]}, "overall": {"f1": 1.0}, "x": 0}, summary, per_image
-    )
+    report = {"threshold": {"thresholds": [0.5, 0.5]}, "overall": {"f1": 1.0}, "x": 0}
+    choice = ManifestationChoice(pipeline.manifestations, {"effusion": "no training pixel"})
+    skipped = GateSet({}, skipped="pipeline_options.gate_set is null")
+    write_outputs(tmp_path, pipeline, report, summary, per_image, choice, skipped)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "per_image.csv"), per_image, check_dtype=False)
     record = json.loads((tmp_path / "streams.json").read_text())
     assert (record["n_test_images"], record["n_test_cases"]) == (4, 2)
     assert record["recogniser"] == {"threshold": {"thresholds": [0.5, 0.5]}, "overall": {"f1": 1.0}}
     assert record["stream_flops_per_image"] == {"ggo": per_stream, "consolidation": per_stream}
     assert record["summary"]["dice_gain"]["value"] == -0.125 and len(record["per_image"]) == 4
+    assert record["manifestations"] == ["ggo", "consolidation"]
+    assert record["manifestations_dropped"] == {"effusion": "no training pixel"}
+    assert record["gate_set"] == {"skipped": "pipeline_options.gate_set is null"}
     assert sorted(path.name for path in tmp_path.iterdir()) == ["per_image.csv", "streams.json"]
 
 
@@ -185,11 +177,13 @@ def test_s0_streams_row_runs_end_to_end_on_phantoms(tmp_path):
     roots = phantom_roots(tmp_path / "phantoms")
     split_file = volume_split_file(roots["medseg"], tmp_path / "split.csv")
     recogniser = "pipeline_options.recogniser={name: plain_cnn, epochs: 1, options: {filters: [4, 8]}}"
+    lesion_free = phantoms.generate(tmp_path / "gate_set", ("image_folder",), n_cases=2, size=64, slices=8)
+    gate_set = f"pipeline_options.gate_set={{root: {lesion_free['image_folder']}, preprocess: ''}}"
     run_dir = run_experiment(
         "s0_streams",
         data_dir=tmp_path,
         out_dir=tmp_path / "runs",
-        overrides=[*medseg_overrides(roots, split_file), recogniser],
+        overrides=[*medseg_overrides(roots, split_file), recogniser, gate_set],
         strategy="one_device",
     )
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -197,7 +191,11 @@ def test_s0_streams_row_runs_end_to_end_on_phantoms(tmp_path):
     published = {"dice_gain", "miou_gain", "compute_saving"}
     views = {f"{score}_{view}" for score in ("dice", "miou") for view in ("streams", "single", "ungated")}
     timing = {"gated_seconds", "ungated_seconds", "time_ratio", "gated_flops", "ungated_flops"}
-    per_class = {f"dice_{name}_{view}" for name in ("ggo", "consolidation") for view in ("streams", "single")}
+    kept = record["manifestations"]
+    # The config lists all three; the phantoms' training split decides which stay.
+    assert sorted(kept + list(record["manifestations_dropped"])) == sorted(MANIFESTATION_ORDER)
+    assert kept == [name for name in MANIFESTATION_ORDER if name in kept] and "ggo" in kept
+    per_class = {f"dice_{name}_{view}" for name in kept for view in ("streams", "single")}
     assert published | views | timing | per_class <= set(summary)
     assert summary["dice_gain"]["low"] is not None  # bootstrapped
 
@@ -205,7 +203,7 @@ def test_s0_streams_row_runs_end_to_end_on_phantoms(tmp_path):
     assert len(table) == record["n_test_images"] == len(record["per_image"])
     stream_flops = record["stream_flops_per_image"]
     recogniser_flops = summary["recogniser_flops_per_image"]["value"]
-    ran = {name: table[f"ran_{name}"].astype(bool) for name in ("ggo", "consolidation")}
+    ran = {name: table[f"ran_{name}"].astype(bool) for name in kept}
     expected_gated = len(table) * recogniser_flops + sum(int(ran[n].sum()) * stream_flops[n] for n in ran)
     assert summary["gated_flops"]["value"] == expected_gated
     assert summary["ungated_flops"]["value"] == len(table) * sum(stream_flops.values())
@@ -213,4 +211,22 @@ def test_s0_streams_row_runs_end_to_end_on_phantoms(tmp_path):
         1 - expected_gated / summary["ungated_flops"]["value"]
     )
     assert summary["stream_runs"]["value"] == sum(int(r.sum()) for r in ran.values())
-    assert set(record["gate_thresholds"]) == {"ggo", "consolidation"}
+    assert set(record["gate_thresholds"]) == set(kept) == set(stream_flops)
+
+    # The gate set: 6 COVID and 8 lesion-free NonCOVID phantom slices, each gated like the test split.
+    gate_table = pd.read_csv(run_dir / "gate_set_per_image.csv")
+    assert gate_table["label"].value_counts().to_dict() == {"NonCOVID": 8, "COVID": 6}
+    assert record["gate_set"]["n_images"] == 14 and record["gate_set"]["lesion_free_class"] == "NonCOVID"
+    gate_ran = sum(gate_table[f"ran_{name}"].astype(int) * stream_flops[name] for name in kept)
+    np.testing.assert_array_equal(gate_table["gated_flops"], recogniser_flops + gate_ran)
+    ungated_per_image = sum(stream_flops.values())
+    assert summary["compute_saving_mixed"]["value"] == pytest.approx(
+        1 - gate_table["gated_flops"].sum() / (14 * ungated_per_image)
+    )
+    lesion_free_rows = gate_table[gate_table["label"] == "NonCOVID"]
+    assert summary["compute_saving_lesion_free"]["value"] == pytest.approx(
+        1 - lesion_free_rows["gated_flops"].sum() / (8 * ungated_per_image)
+    )
+    for name in kept:
+        fraction = summary[f"ran_fraction_{name}_covid"]["value"]
+        assert fraction == pytest.approx(gate_table.loc[gate_table["label"] == "COVID", f"ran_{name}"].mean())
