@@ -5,7 +5,7 @@ Steps, in S3's order, on the axial slices (display orientation) of each volume:
    last 25 %; `data_prep.preprocess.trim_slices` says exactly which). Trimming selects the slices a
    model is trained and validated on; inference segments every slice.
 2. intensity: HU -> uint8 through the `window` (CLAHE needs uint8), "normalized" -> per-slice min-max,
-   0-255 "display" images unchanged;
+   0-255 "display" images unchanged (RGB ones as their luma);
 3. CLAHE (`clahe_clip`, `clahe_tiles` x `clahe_tiles` tiles; `clahe_clip=None` skips it);
 4. lung ROI crop, by the rule `crop` (see CROP_RULES), grown by `crop_margin` pixels;
 5. resize to `image_size` (bilinear image, nearest-neighbour masks).
@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from data_prep import preprocess
@@ -160,7 +161,10 @@ def trim_records(records: Iterable[Record], keep_fraction: float = 0.5) -> Itera
 
 def to_uint8(image: np.ndarray, intensity: str, window: str | tuple[float, float], path: str) -> np.ndarray:
     """(H, W) uint8 display values of a grayscale slice: HU through `window`, "normalized" by min-max,
-    "display" unchanged."""
+    "display" unchanged; an (H, W, 3) RGB display image (CT slices saved in colour) becomes its luma
+    (ITU-R BT.601, OpenCV's RGB2GRAY)."""
+    if intensity == "display" and image.ndim == 3 and image.shape[-1] == 3 and image.dtype == np.uint8:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if image.ndim != 2:
         raise DataError(path, f"the CT recipe needs (H, W) slices, got shape {image.shape}")
     if intensity == "hu":

@@ -229,3 +229,16 @@ def test_recipe_from_config_by_name_or_changed_fields():
     assert recipe_from_config({"crop": False}).crop == "none"
     with pytest.raises(ValueError, match="crop must be one of none, threshold, model; got 'label'"):
         recipe_from_config({"crop": "label"})
+
+
+def test_rgb_display_slices_become_their_luma():
+    """CT slices saved in colour (the CT classification subset has some) enter the recipe as gray."""
+    from data_prep.ct_recipe import to_uint8
+
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    assert np.array_equal(to_uint8(np.stack([gray] * 3, axis=-1), "display", "lung", "x.jpg"), gray)
+    red = np.zeros((2, 2, 3), np.uint8)
+    red[..., 0] = 100
+    assert (to_uint8(red, "display", "lung", "x.jpg") == 30).all()  # 0.299 x 100, rounded
+    with pytest.raises(DataError, match=r"x.jpg: .*needs \(H, W\) slices, got shape \(2, 2, 4\)"):
+        to_uint8(np.zeros((2, 2, 4), np.uint8), "display", "lung", "x.jpg")
