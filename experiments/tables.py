@@ -48,6 +48,8 @@ COLUMNS = [
     "full_init",
     "our_model",
     "full_model",
+    "our_dataset",
+    "full_dataset",
     "our_definition",
     "published_definition",
     "why_missing",
@@ -146,6 +148,12 @@ def model_name(config: Mapping[str, Any]) -> str:
     return "/".join(str(part) for part in (model.get("name"), model.get("encoder")) if part)
 
 
+def dataset_name(config: Mapping[str, Any]) -> str:
+    """`dataset root` of a config mapping's data ('' when there is none)."""
+    data = config.get("data") or {}
+    return " ".join(str(part) for part in (data.get("dataset"), data.get("root")) if part)
+
+
 def our_definition(metric: str, config: Mapping[str, Any]) -> str:
     """What a summary.json key means for a row of this config's task ('' when not listed)."""
     tables = (SEGMENTATION_DEFINITIONS, CLASSIFICATION_DEFINITIONS)
@@ -208,6 +216,8 @@ def build_table(runs_dir: Path, published: dict[str, PublishedNumber] | None = N
                     "full_init": initialisation(full) if full else "",
                     "our_model": model_name(config),
                     "full_model": model_name(full),
+                    "our_dataset": dataset_name(config),
+                    "full_dataset": dataset_name(full),
                     "our_definition": our_definition(number.metric, config or full)
                     or ("see summary.json" if number.metric in summary else "none"),
                     "published_definition": number.definition
@@ -229,15 +239,18 @@ def _pixels(size: float | None) -> str:
 
 
 def protocol(line: Mapping[str, Any]) -> str:
-    """One table line's protocol, ours / published: split, data, then image size and initialisation
-    (and the model, where it differs) beside the row's full-scale config, and the two metric definitions."""
-    model = []
+    """One table line's protocol, ours / published: split, data (and the dataset, where it differs from
+    the row's full-scale config), then image size and initialisation (and the model, where it differs)
+    beside the full-scale config, and the two metric definitions."""
+    model, dataset = [], ""
     if line["our_model"] and line["full_model"] and line["our_model"] != line["full_model"]:
         model = [f"model: {line['our_model']} (full-scale row {line['full_model']})"]
+    if line["our_dataset"] and line["full_dataset"] and line["our_dataset"] != line["full_dataset"]:
+        dataset = f" of {line['our_dataset']} (full-scale row {line['full_dataset']})"
     return "; ".join(
         [
             f"split: {line['our_split'] or '?'} / {line['published_split']}",
-            f"data: {line['data_scale'] or '?'} / {line['published_dataset']}",
+            f"data: {line['data_scale'] or '?'}{dataset} / {line['published_dataset']}",
             f"size: {_pixels(line['our_image_size'])} (full-scale row {_pixels(line['full_image_size'])})",
             f"init: {_init_text(line['our_init'])} (full-scale row {_init_text(line['full_init'])})",
             *model,

@@ -213,3 +213,21 @@ def test_a_row_with_no_published_number_shows_its_headline_metric(tmp_path):
     line = format_table(table, "md").splitlines()[-1]
     assert line.startswith("| s2_vgg16_ct | accuracy | 0.700 (0.600-0.800) | none published | - | ")
     assert "the seed publishes no number for this row" in line
+
+
+def test_another_dataset_than_the_full_scale_rows_is_named(tmp_path):
+    config = {
+        "data": {"dataset": "image_folder", "root": "ct-covid-classification", "image_size": 128},
+        "model": {"task": "binary", "name": "plain_cnn", "weights": None},
+    }
+    summary = {"precision": {"value": 0.8, "low": 0.7, "high": 0.9}}
+    make_run(tmp_path, "s3_cnn_slice_classifier_zenodo", "20261101T000000Z", summary,
+             ["s3_classifier_precision"], config, initialisation="random")  # fmt: skip
+    line = format_table(build_table(tmp_path)).splitlines()[-1]
+    assert (
+        "data: subset of image_folder ct-covid-classification (full-scale row zenodo COVID-19-CT-Seg) / "
+        "Zenodo 3757476 slices (infected vs not)" in line
+    )
+    same = {**config, "data": {"dataset": "medseg", "root": "ct-infection-medseg", "image_size": 128}}
+    make_run(tmp_path, "s2_fpn_resnet34_medseg", "20261101T000000Z", dice(0.6), [], same, "S2")
+    assert "data: subset / -" in format_table(build_table(tmp_path))  # same dataset as the full row: not named
