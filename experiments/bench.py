@@ -42,11 +42,12 @@ from common.mixed_precision import choose_precision, cpu_flags, precision_policy
 from data_prep.adapters import open_dataset
 from data_prep.phantoms import LABEL_VALUES, ct_volume
 from experiments.pipelines.flops import model_flops
+from experiments.pipelines.streams import compute_saving
 from segmentation.models import build_segmenter
 from tfrecords.bench import PipelineResult, measure_pipeline, pipeline_source
 
 MEDSEG = "ct-infection-medseg"
-STREAMS = ("ggo", "consolidation")  # the s0_streams row's manifestations
+STREAMS = ("ggo", "consolidation")  # the manifestations of the shared MedSeg copy (it has no effusion)
 
 
 @dataclass(frozen=True)
@@ -253,11 +254,10 @@ def predict_seconds(work: Path, scale: Scale) -> tuple[dict[str, list[float]], s
 
 
 def gated_saving(presence: dict[str, np.ndarray], stream_flops: int, recogniser_flops: int) -> float:
-    """1 - gated / ungated FLOPs: the recogniser on every slice plus each stream on the slices whose
-    (N,) `presence` is True, against every stream on every slice (as `experiments.pipelines.streams`)."""
-    count = len(next(iter(presence.values())))
-    gated = count * recogniser_flops + sum(int(present.sum()) for present in presence.values()) * stream_flops
-    return 1.0 - gated / (count * len(presence) * stream_flops)
+    """`streams.compute_saving` of an ideal gate: the recogniser on every slice plus each stream on the
+    slices whose (N,) `presence` is True, against every stream on every slice."""
+    gated = recogniser_flops + sum(present.astype(np.int64) for present in presence.values()) * stream_flops
+    return compute_saving(gated, np.full(len(gated), len(presence) * stream_flops))
 
 
 def phantom_presence(volumes: int, size: int) -> dict[str, np.ndarray]:
