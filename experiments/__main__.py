@@ -101,6 +101,15 @@ def _parser() -> argparse.ArgumentParser:
         "--into", type=Path, default=Path("results"), help="records folder (default: ./results)"
     )
 
+    compare = add_subcommand(
+        commands, "compare", _compare, help="paired per-image difference of two records (B - A, bootstrap CI)"
+    )
+    compare.add_argument("record_a", type=Path, help="a record or run folder (with eval/per_image.csv)")
+    compare.add_argument("record_b", type=Path, help="the record compared with A")
+    compare.add_argument(
+        "--column", default=None, help="a per_image.csv column (default: its one <mask>_dice column)"
+    )
+
     report = add_subcommand(
         commands,
         "report",
@@ -193,6 +202,12 @@ def _table(args: argparse.Namespace) -> None:
     print(format_table(table, args.format), end="")
     if args.plot:
         plot_table(table, args.plot)
+
+
+def _compare(args: argparse.Namespace) -> None:
+    from experiments.compare import paired_difference
+
+    print(paired_difference(args.record_a, args.record_b, args.column).line())
 
 
 def _record(args: argparse.Namespace) -> None:
