@@ -67,5 +67,11 @@ def paired_difference(
     delta = (both["b"] - both["a"]).to_numpy()
     value, low, high = bootstrap_ci(np.mean, delta, n_resamples=n_resamples, seed=seed)
     return PairedDifference(
-        str(a.name), len(both), float(value), float(low), float(high), float(both["a"].mean()), float(both["b"].mean())
+        str(a.name),
+        len(both),
+        float(value),
+        float(low),
+        float(high),
+        float(both["a"].mean()),
+        float(both["b"].mean()),
     )

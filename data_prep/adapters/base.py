@@ -55,7 +55,7 @@ class DatasetAdapter(abc.ABC):
         raise NotImplementedError(f"{self.name} is not a volume dataset")
 
     def release_coverage(self, n_records: int | None = None) -> str | None:
-        """"subset" or "full": how much of the published release `root` holds, by `release_records`
+        """ "subset" or "full": how much of the published release `root` holds, by `release_records`
         (adapters whose layout shows it say so instead); None where the release size is not known.
         n_records: the records read from `root` (counted with `records()` when None)."""
         if self.release_records is None:
@@ -64,7 +64,7 @@ class DatasetAdapter(abc.ABC):
         return "subset" if count < self.release_records else "full"
 
     def data_scale(self, n_records: int | None = None) -> str:
-        """"synthetic" (phantoms), "subset", "full", or "unknown" (the release size is not known)."""
+        """ "synthetic" (phantoms), "subset", "full", or "unknown" (the release size is not known)."""
         if self.synthetic:
             return "synthetic"
         return self.release_coverage(n_records) or "unknown"

@@ -106,7 +106,10 @@ def pretrain_nodule(
     manifest, _ = prepare_source(options["dataset"], root, data, cache_dir, seed)
     monitor = options["monitor"]
     training = dataclasses.replace(
-        config.training, epochs=options["epochs"], monitor=monitor, mode="min" if monitor == "val_loss" else "max"
+        config.training,
+        epochs=options["epochs"],
+        monitor=monitor,
+        mode="min" if monitor == "val_loss" else "max",
     )
     pretrain_config = dataclasses.replace(config, data=data, training=training)
     key = _fingerprint(
