@@ -55,7 +55,7 @@ def build_model(config: TaskConfig) -> keras.Model:
         weights=model.weights,
         **model.options,
     )
-    if model.batchnorm_momentum is not None:  # e.g. keras.applications' MobileNetV2 builds 0.999
+    if model.batchnorm_momentum is not None:  # else the encoders' and decoders' own (blocks.BN_MOMENTUM)
         set_batchnorm_momentum(segmenter, model.batchnorm_momentum)
     return segmenter
 

@@ -134,23 +134,22 @@ def pretrain_nodule(
         **{"data.mask_names": list(options["mask_names"]), "model.multiclass": False, "model.weights": None},
     )
     best = train_segmenter(run, run_dir, strategy)
-    write_json(
-        run_dir / PRETRAIN_DONE,
-        {"options": options, "tfrecords": str(manifest.directory), **pretraining_outcome(run_dir, monitor)},
-    )
+    outcome = pretraining_outcome(run_dir, monitor, training.mode)
+    write_json(run_dir / PRETRAIN_DONE, {"options": options, "tfrecords": str(manifest.directory), **outcome})
     return best
 
 
-def pretraining_outcome(run_dir: Path, monitor: str) -> dict[str, Any]:
+def pretraining_outcome(run_dir: Path, monitor: str, mode: str) -> dict[str, Any]:
     """What the pretraining in `run_dir` hands on, from its `history.csv`: the 1-based epoch whose
-    checkpoint is `best.keras` (the first best by `monitor`, as the checkpoint callback keeps it), the
+    checkpoint is `best.keras` (the first best by `monitor`, "min" or "max" by `mode`, as the checkpoint
+    callback keeps it), the
     per-epoch validation Dice and loss (None where undefined, e.g. no nodule pixel in validation) and
     the best validation Dice (None when none is defined)."""
     history = read_history(run_dir)
     if np.isnan(history.get(monitor, [np.nan])).all():  # no validation split: train_task monitors training
         monitor = monitor.removeprefix("val_")
     values = np.asarray(history[monitor])
-    chosen = int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
+    chosen = int(np.nanargmin(values) if mode == "min" else np.nanargmax(values))
     dice, loss = ([_defined(v) for v in history.get(name, [])] for name in ("val_dice", "val_loss"))
     defined = [v for v in dice if v is not None]
     return {

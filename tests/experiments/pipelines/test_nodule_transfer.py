@@ -147,7 +147,7 @@ def test_pretraining_outcome_names_the_epoch_the_checkpoint_keeps(tmp_path):
     (tmp_path / "history.csv").write_text(
         "epoch,dice,val_dice,val_loss\n0,0.07,0.0,1.02\n1,0.35,0.0,0.96\n2,0.59,0.0,0.97\n3,0.76,0.0,0.92\n"
     )
-    by_dice = pretraining_outcome(tmp_path, "val_dice")
+    by_dice = pretraining_outcome(tmp_path, "val_dice", "max")
     assert by_dice == {"monitor": "val_dice", "chosen_epoch": 1, "val_dice": [0.0] * 4,
                        "val_loss": [1.02, 0.96, 0.97, 0.92], "best_val_dice": 0.0}  # fmt: skip
-    assert pretraining_outcome(tmp_path, "val_loss")["chosen_epoch"] == 4
+    assert pretraining_outcome(tmp_path, "val_loss", "min")["chosen_epoch"] == 4
